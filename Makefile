@@ -1,0 +1,47 @@
+# wanflow developer commands. `make demo` and `make test` work on a fresh clone: they build .venv/ first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help venv test lint demo local emulator lock bench clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet "$$(grep -E '^uv==' requirements.lock)"
+	$(BIN)/uv pip sync --quiet --python $(BIN)/python requirements.lock
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	@touch $(STAMP)
+
+venv: $(STAMP) ## Create .venv/ from the lock file (the wanflow command is then .venv/bin/wanflow)
+
+test: $(STAMP) ## Run lint and the whole test suite, offline
+	$(BIN)/ruff check .
+	$(BIN)/pytest
+
+lint: $(STAMP) ## ruff check
+	$(BIN)/ruff check .
+
+demo: $(STAMP) ## Run one sample image through the whole pipeline offline; the MP4 lands in out/
+	$(BIN)/wanflow demo
+
+local: $(STAMP) ## Serve the whole stack on loopback (HTTP API on :8000, AWS endpoint on :5000)
+	$(BIN)/wanflow local
+
+emulator: $(STAMP) ## Serve the DashScope emulator on loopback (:8080)
+	$(BIN)/wanflow emulator --port 8080
+
+bench: $(STAMP) ## Run the benchmarks in bench/ and print their numbers
+	$(BIN)/python -m bench
+
+lock: ## Re-resolve requirements.lock and layers/requirements.txt (needs the registry)
+	$(BIN)/uv pip compile --universal --python-version 3.11 --extra dev pyproject.toml -o requirements.lock
+	$(BIN)/uv pip compile --python-version 3.13 --python-platform aarch64-manylinux2014 \
+		layers/requirements.in -c requirements.lock -o layers/requirements.txt
+
+clean: ## Remove the virtualenv, caches and build output
+	rm -rf $(VENV) .pytest_cache .ruff_cache .aws-sam out .wanflow
