@@ -1,0 +1,220 @@
+"""The job: its record, its public view and the status machine that every update goes through.
+
+`status` is what users see (PRODUCT.md): PENDING, RUNNING, SUCCEEDED, FAILED, CANCELED. `stage` is wanflow's own
+step inside it, needed to never create a second DashScope task and never send a second notification:
+
+    accepted -> creating -> submitted -> finalizing -> done
+                   |  \\-> accepted (DashScope throttled: nothing was created, try again later)
+                   \\-> create_unknown (no answer to the create: only the sweeper may decide, via the list API)
+
+`Job.advance()` is the one place where status and stage change, and it refuses transitions the machine does not
+allow, so a late or repeated event (a second finalizer run, a cancel racing a success) cannot undo an ending.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class JobStatus(StrEnum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELED = "CANCELED"
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_STATUSES
+
+
+FINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED})
+
+
+class Stage(StrEnum):
+    ACCEPTED = "accepted"  # stored and validated; no create request in flight
+    CREATING = "creating"  # a create request is (or was) in flight
+    CREATE_UNKNOWN = "create_unknown"  # the create got no answer: a task may exist
+    SUBMITTED = "submitted"  # DashScope has the task; the state machine polls it
+    FINALIZING = "finalizing"  # the task succeeded: the video is being stored and the notification sent
+    DONE = "done"  # final; the notification is published (or being published, see Job.notification)
+
+
+# Which (status, stage) pairs may follow which. Same-state "transitions" are how polls record fresh provider data.
+_ALLOWED: dict[tuple[JobStatus, Stage], set[tuple[JobStatus, Stage]]] = {
+    (JobStatus.PENDING, Stage.ACCEPTED): {
+        (JobStatus.PENDING, Stage.CREATING),
+        (JobStatus.FAILED, Stage.DONE),
+        (JobStatus.CANCELED, Stage.DONE),
+    },
+    (JobStatus.PENDING, Stage.CREATING): {
+        (JobStatus.PENDING, Stage.SUBMITTED),
+        (JobStatus.PENDING, Stage.ACCEPTED),
+        (JobStatus.PENDING, Stage.CREATE_UNKNOWN),
+        (JobStatus.FAILED, Stage.DONE),
+    },
+    (JobStatus.PENDING, Stage.CREATE_UNKNOWN): {
+        (JobStatus.PENDING, Stage.SUBMITTED),
+        (JobStatus.FAILED, Stage.DONE),
+    },
+    (JobStatus.PENDING, Stage.SUBMITTED): {
+        (JobStatus.PENDING, Stage.SUBMITTED),
+        (JobStatus.RUNNING, Stage.SUBMITTED),
+        (JobStatus.RUNNING, Stage.FINALIZING),
+        (JobStatus.FAILED, Stage.DONE),
+        (JobStatus.CANCELED, Stage.DONE),
+    },
+    (JobStatus.RUNNING, Stage.SUBMITTED): {
+        (JobStatus.RUNNING, Stage.SUBMITTED),
+        (JobStatus.RUNNING, Stage.FINALIZING),
+        (JobStatus.FAILED, Stage.DONE),
+        (JobStatus.CANCELED, Stage.DONE),
+    },
+    (JobStatus.RUNNING, Stage.FINALIZING): {
+        (JobStatus.RUNNING, Stage.FINALIZING),
+        (JobStatus.SUCCEEDED, Stage.DONE),
+        (JobStatus.FAILED, Stage.DONE),
+    },
+}
+
+
+class TransitionRefused(Exception):
+    """The job is not in a state where this change is allowed (usually: it already moved on)."""
+
+
+class Source(StrEnum):
+    API = "api"
+    S3 = "s3"
+
+
+class Notification(StrEnum):
+    NONE = "none"
+    CLAIMED = "claimed"  # one process owns publishing; others must not publish
+    PUBLISHED = "published"
+
+
+class Provider(BaseModel):
+    region: str
+    task_id: str | None = None
+    request_id: str | None = None
+    task_status: str | None = None
+    submit_time: str | None = None
+    scheduled_time: str | None = None
+    end_time: str | None = None
+    orig_prompt: str | None = None
+    actual_prompt: str | None = None
+
+
+class Output(BaseModel):
+    s3_uri: str
+    bytes: int
+    sha256: str
+    content_type: str = "video/mp4"
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+    provider_request_id: str | None = None
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+def derived_job_id(*parts: str) -> str:
+    """A job id fixed by its origin (an S3 object version, an idempotency key): duplicates land on one job."""
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
+
+
+def fingerprint(body: Any) -> str:
+    """Hash of a request body, to tell "same request again" from "same key, different request"."""
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+class Job(BaseModel):
+    model_config = ConfigDict(validate_assignment=True)
+
+    job_id: str
+    status: JobStatus = JobStatus.PENDING
+    stage: Stage = Stage.ACCEPTED
+    source: Source
+    model: str
+    request: dict[str, Any]  # the validated request, defaults filled; a data-URI image is replaced by its s3:// copy
+    provider: Provider
+    usage: dict[str, Any] | None = None
+    cost_estimate_usd: float | None = None
+    output: Output | None = None
+    error: JobError | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+    created_at: datetime = Field(default_factory=utc_now)
+    updated_at: datetime = Field(default_factory=utc_now)
+    completed_at: datetime | None = None
+
+    # wanflow's bookkeeping, never shown to users
+    request_fingerprint: str = ""
+    origin: str | None = None  # "s3://bucket/key#version" for intake jobs
+    create_attempted_at: datetime | None = None
+    deadline_at: datetime | None = None
+    polls: int = 0
+    notification: Notification = Notification.NONE
+    version: int = 0
+
+    def advance(self, status: JobStatus, stage: Stage) -> None:
+        """Move to (status, stage), or raise TransitionRefused if the status machine does not allow it."""
+        if (status, stage) not in _ALLOWED.get((self.status, self.stage), set()):
+            raise TransitionRefused(f"job {self.job_id}: {self.status}/{self.stage} -> {status}/{stage} refused")
+        self.status, self.stage = status, stage
+        now = utc_now()
+        self.updated_at = now
+        if status.is_final:
+            self.completed_at = now
+
+    def can_advance(self, status: JobStatus, stage: Stage) -> bool:
+        return (status, stage) in _ALLOWED.get((self.status, self.stage), set())
+
+    def fail(self, code: str, message: str, provider_request_id: str | None = None) -> None:
+        self.advance(JobStatus.FAILED, Stage.DONE)
+        self.error = JobError(code=code, message=message, provider_request_id=provider_request_id)
+
+    def public_view(self, output_url: str | None = None) -> dict[str, Any]:
+        """The job as PRODUCT.md section 2 shows it."""
+        view: dict[str, Any] = {
+            "job_id": self.job_id,
+            "status": self.status.value,
+            "source": self.source.value,
+            "model": self.model,
+            "request": self.request,
+            "provider": self.provider.model_dump(exclude_none=True),
+            "usage": self.usage,
+            "cost_estimate_usd": self.cost_estimate_usd,
+            "output": None,
+            "error": self.error.model_dump(exclude_none=True) if self.error else None,
+            "metadata": self.metadata,
+            "created_at": rfc3339(self.created_at),
+            "updated_at": rfc3339(self.updated_at),
+            "completed_at": rfc3339(self.completed_at) if self.completed_at else None,
+        }
+        if self.output is not None:
+            view["output"] = self.output.model_dump()
+            if output_url:
+                view["output"]["url"] = output_url
+        return view
+
+
+TASK_VALIDITY = timedelta(hours=24)  # DashScope forgets task ids and video URLs after 24 hours

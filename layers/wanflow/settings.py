@@ -1,0 +1,82 @@
+"""Configuration from the environment, validated once per process into a typed object."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Mapping
+
+from pydantic import BaseModel, Field, ValidationError, field_validator
+
+from wanflow.capabilities import MODELS, REGIONS
+
+# Environment variable -> Settings field. The names are part of the template (template.yaml Globals).
+_ENVIRONMENT = {
+    "WANFLOW_JOBS_TABLE": "jobs_table",
+    "WANFLOW_INTAKE_BUCKET": "intake_bucket",
+    "WANFLOW_OUTPUT_BUCKET": "output_bucket",
+    "WANFLOW_TOPIC_ARN": "topic_arn",
+    "WANFLOW_STATE_MACHINE_ARN": "state_machine_arn",
+    "WANFLOW_DASHSCOPE_REGION": "dashscope_region",
+    "WANFLOW_DASHSCOPE_WORKSPACE_ID": "dashscope_workspace_id",
+    "WANFLOW_DASHSCOPE_SECRET_ARN": "dashscope_secret_arn",
+    "WANFLOW_DEFAULT_MODEL": "default_model",
+    "WANFLOW_POLL_INTERVAL_SECONDS": "poll_interval_seconds",
+    "DASHSCOPE_BASE_URL": "dashscope_base_url",
+}
+
+
+class ConfigurationError(RuntimeError):
+    """The function's environment is incomplete or wrong: a deployment problem, not a user error."""
+
+
+class Settings(BaseModel):
+    jobs_table: str
+    intake_bucket: str
+    output_bucket: str
+    topic_arn: str
+    state_machine_arn: str = ""  # only the functions that start or stop executions get it
+    dashscope_region: str = "ap-southeast-1"
+    dashscope_workspace_id: str = ""
+    dashscope_secret_arn: str
+    default_model: str = "wan2.6-i2v-flash"
+    poll_interval_seconds: int = Field(default=15, ge=0, le=3600)
+    dashscope_base_url: str = ""
+    # Output video URLs handed to users are short-lived on purpose.
+    output_url_ttl_seconds: int = 3600
+    # Presigned URLs from which DashScope fetches s3:// inputs; it may fetch them only when the task starts.
+    input_url_ttl_seconds: int = 6 * 3600
+    upload_max_bytes: int = 20 * 1024 * 1024
+    upload_url_ttl_seconds: int = 900
+
+    @field_validator("dashscope_region")
+    @classmethod
+    def _known_region(cls, value: str) -> str:
+        if value not in REGIONS:
+            raise ValueError(f"must be one of {', '.join(REGIONS)}")
+        return value
+
+    @field_validator("default_model")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        if value not in MODELS:
+            raise ValueError(f"must be one of {', '.join(MODELS)}")
+        return value
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str]) -> Settings:
+        values = {field: environ[name] for name, field in _ENVIRONMENT.items() if environ.get(name)}
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            field_to_env = {field: name for name, field in _ENVIRONMENT.items()}
+            problems = "; ".join(
+                f"{field_to_env.get(str(error['loc'][0]), error['loc'][0])}: {error['msg']}" for error in exc.errors()
+            )
+            raise ConfigurationError(f"invalid wanflow configuration: {problems}") from None
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process's settings, read once (Lambda containers keep them across invocations)."""
+    return Settings.from_environment(os.environ)

@@ -1,0 +1,151 @@
+"""S3 adapter: presigned URLs, small objects, and the constant-memory copy of a video from its URL into S3."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from botocore.exceptions import ClientError
+
+from wanflow.aws import client
+from wanflow.errors import JobErrorCode, JobFailure, TransientError
+
+PART_SIZE = 8 * 1024 * 1024  # S3 multipart part size; the copy holds at most one part in memory
+DOWNLOAD_TIMEOUT = httpx.Timeout(connect=10.0, read=60.0, write=10.0, pool=10.0)
+# The video URL is a signed OSS URL: these statuses mean it expired or was purged, which no retry can fix.
+_EXPIRED_URL_STATUSES = frozenset({401, 403, 404, 410})
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    s3_uri: str
+    bytes: int
+    sha256: str
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    parts = urlsplit(uri)
+    if parts.scheme != "s3" or not parts.netloc or not parts.path.lstrip("/"):
+        raise ValueError(f"not an s3://bucket/key URI: {uri}")
+    return parts.netloc, parts.path.lstrip("/")
+
+
+def presigned_get(bucket: str, key: str, ttl_seconds: int) -> str:
+    return client("s3").generate_presigned_url(
+        "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=ttl_seconds
+    )
+
+
+def presigned_post(bucket: str, key: str, content_type: str, max_bytes: int, ttl_seconds: int) -> dict[str, Any]:
+    return client("s3").generate_presigned_post(
+        Bucket=bucket,
+        Key=key,
+        Fields={"Content-Type": content_type},
+        Conditions=[{"Content-Type": content_type}, ["content-length-range", 1, max_bytes]],
+        ExpiresIn=ttl_seconds,
+    )
+
+
+def put_bytes(bucket: str, key: str, data: bytes, content_type: str) -> None:
+    client("s3").put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
+
+
+def put_json(bucket: str, key: str, document: Any) -> None:
+    put_bytes(bucket, key, json.dumps(document, indent=2).encode(), "application/json")
+
+
+def get_bytes(bucket: str, key: str, *, version_id: str | None = None, max_bytes: int | None = None) -> bytes:
+    params: dict[str, Any] = {"Bucket": bucket, "Key": key}
+    if version_id:
+        params["VersionId"] = version_id
+    response = client("s3").get_object(**params)
+    if max_bytes is not None and response["ContentLength"] > max_bytes:
+        response["Body"].close()
+        raise ValueError(f"s3://{bucket}/{key} is {response['ContentLength']} bytes; at most {max_bytes}")
+    return response["Body"].read()
+
+
+def head(bucket: str, key: str, *, version_id: str | None = None) -> dict[str, Any] | None:
+    params: dict[str, Any] = {"Bucket": bucket, "Key": key}
+    if version_id:
+        params["VersionId"] = version_id
+    try:
+        return client("s3").head_object(**params)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound", "NoSuchVersion"}:
+            return None
+        raise
+
+
+def copy_url_to_s3(
+    url: str,
+    bucket: str,
+    key: str,
+    *,
+    content_type: str,
+    metadata: dict[str, str],
+    http: httpx.Client | None = None,
+) -> StoredObject:
+    """Stream `url` into s3://bucket/key with a multipart upload, verifying length and computing SHA-256.
+
+    Memory stays at one part whatever the size. A failed or short download aborts the upload, so no partial
+    object ever appears; an expired URL raises JobFailure, anything that may pass raises TransientError.
+    """
+    s3 = client("s3")
+    owns_http = http is None
+    http = http or httpx.Client(timeout=DOWNLOAD_TIMEOUT, follow_redirects=True)
+    upload = s3.create_multipart_upload(Bucket=bucket, Key=key, ContentType=content_type, Metadata=metadata)
+    upload_id = upload["UploadId"]
+    try:
+        stored = _stream_parts(http, url, s3, bucket, key, upload_id)
+    except BaseException:
+        s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+        raise
+    finally:
+        if owns_http:
+            http.close()
+    return stored
+
+
+def _stream_parts(http: httpx.Client, url: str, s3: Any, bucket: str, key: str, upload_id: str) -> StoredObject:
+    digest = hashlib.sha256()
+    parts: list[dict[str, Any]] = []
+    buffer = bytearray()
+    total = 0
+
+    def flush() -> None:
+        number = len(parts) + 1
+        etag = s3.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=bytes(buffer))
+        parts.append({"PartNumber": number, "ETag": etag["ETag"]})
+        buffer.clear()
+
+    try:
+        with http.stream("GET", url) as response:
+            if response.status_code in _EXPIRED_URL_STATUSES:
+                raise JobFailure(
+                    JobErrorCode.VIDEO_URL_EXPIRED,
+                    f"the video URL answered HTTP {response.status_code}: it expired or was removed",
+                )
+            if response.status_code != 200:
+                raise TransientError(f"video download answered HTTP {response.status_code}")
+            expected = response.headers.get("content-length")
+            for chunk in response.iter_raw(1024 * 1024):
+                digest.update(chunk)
+                buffer += chunk
+                total += len(chunk)
+                if len(buffer) >= PART_SIZE:
+                    flush()
+    except httpx.HTTPError as exc:  # timeouts, dropped connections, short bodies
+        raise TransientError(f"video download failed after {total} bytes: {type(exc).__name__}") from None
+    if expected is not None and int(expected) != total:
+        raise TransientError(f"video download was truncated: {total} of {expected} bytes")
+    if total == 0:
+        raise TransientError("video download was empty")
+    if buffer or not parts:
+        flush()
+    s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts})
+    return StoredObject(f"s3://{bucket}/{key}", total, digest.hexdigest())

@@ -1,0 +1,171 @@
+"""DynamoDB adapter for jobs.
+
+Each job is one item: the whole job as a JSON document (`doc`) plus the attributes DynamoDB needs to index it.
+Every change is a read-modify-write guarded by the item's `version`, so concurrent writers (the status poller, a
+cancel, a second finalizer run) never overwrite each other: the loser re-reads and re-applies its change, and the
+status machine in `Job.advance` decides whether that change still makes sense.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from boto3.dynamodb.conditions import Key
+from botocore.exceptions import ClientError
+
+from wanflow.aws import resource
+from wanflow.jobs import Job, JobStatus
+
+RECORD_TYPE = "job"
+KEEP_FINISHED_JOBS = timedelta(days=90)  # TTL: finished jobs are deleted this long after they end
+MAX_WRITE_ATTEMPTS = 8
+
+
+class VersionConflict(Exception):
+    """Someone else changed the job between our read and our write."""
+
+
+class JobStore:
+    def __init__(self, table_name: str) -> None:
+        self._table = resource("dynamodb").Table(table_name)
+
+    def create(self, job: Job) -> bool:
+        """Store a new job; False if a job with this id already exists (a duplicate event or request)."""
+        try:
+            self._table.put_item(Item=self._item(job), ConditionExpression="attribute_not_exists(job_id)")
+        except ClientError as exc:
+            if _is_condition_failure(exc):
+                return False
+            raise
+        return True
+
+    def get(self, job_id: str) -> Job | None:
+        item = self._table.get_item(Key={"job_id": job_id}, ConsistentRead=True).get("Item")
+        return _job_from_item(item) if item else None
+
+    def save(self, job: Job) -> Job:
+        """Write `job` if nobody changed it since it was read; raises VersionConflict otherwise."""
+        expected = job.version
+        job.version = expected + 1
+        try:
+            self._table.put_item(
+                Item=self._item(job),
+                ConditionExpression="#version = :expected",
+                ExpressionAttributeNames={"#version": "version"},
+                ExpressionAttributeValues={":expected": expected},
+            )
+        except ClientError as exc:
+            job.version = expected
+            if _is_condition_failure(exc):
+                raise VersionConflict(job.job_id) from None
+            raise
+        return job
+
+    def update(self, job_id: str, change: Callable[[Job], None]) -> Job:
+        """Apply `change` to the current job and save it, re-reading and retrying on concurrent writes.
+
+        `change` may raise (e.g. `TransitionRefused`) to leave the job as it is.
+        """
+        for _ in range(MAX_WRITE_ATTEMPTS):
+            job = self.get(job_id)
+            if job is None:
+                raise LookupError(f"job {job_id} does not exist")
+            change(job)
+            try:
+                return self.save(job)
+            except VersionConflict:
+                continue
+        raise VersionConflict(f"job {job_id}: too many concurrent updates")
+
+    def delete(self, job: Job) -> None:
+        """Remove a job that never reached DashScope (the API refused it after storing it)."""
+        self._table.delete_item(
+            Key={"job_id": job.job_id},
+            ConditionExpression="#version = :expected",
+            ExpressionAttributeNames={"#version": "version"},
+            ExpressionAttributeValues={":expected": job.version},
+        )
+
+    def list(
+        self, *, status: JobStatus | None = None, limit: int = 20, cursor: str | None = None
+    ) -> tuple[list[Job], str | None]:
+        """Jobs newest first, optionally of one status; returns (jobs, cursor of the next page or None)."""
+        query: dict[str, Any] = {"ScanIndexForward": False, "Limit": limit}
+        if status is None:
+            query |= {"IndexName": "by_created", "KeyConditionExpression": Key("record_type").eq(RECORD_TYPE)}
+        else:
+            query |= {"IndexName": "by_status", "KeyConditionExpression": Key("status").eq(status.value)}
+        if cursor:
+            query["ExclusiveStartKey"] = _decode_cursor(cursor)
+        page = self._table.query(**query)
+        jobs = [_job_from_item(item) for item in page.get("Items", [])]
+        last_key = page.get("LastEvaluatedKey")
+        return jobs, _encode_cursor(last_key) if last_key else None
+
+    def unfinished(self) -> list[Job]:
+        """Every PENDING and RUNNING job, for the sweeper."""
+        jobs: list[Job] = []
+        for status in (JobStatus.PENDING, JobStatus.RUNNING):
+            cursor: str | None = None
+            while True:
+                page, cursor = self.list(status=status, limit=100, cursor=cursor)
+                jobs.extend(page)
+                if cursor is None:
+                    break
+        return jobs
+
+    def created_between(self, start: str, end: str) -> list[Job]:
+        """Jobs created in [start, end] (RFC 3339 strings), for matching DashScope tasks to jobs."""
+        jobs: list[Job] = []
+        query: dict[str, Any] = {
+            "IndexName": "by_created",
+            "KeyConditionExpression": Key("record_type").eq(RECORD_TYPE) & Key("created_at").between(start, end),
+        }
+        while True:
+            page = self._table.query(**query)
+            jobs.extend(_job_from_item(item) for item in page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                return jobs
+            query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    @staticmethod
+    def _item(job: Job) -> dict[str, Any]:
+        item: dict[str, Any] = {
+            "job_id": job.job_id,
+            "record_type": RECORD_TYPE,
+            "status": job.status.value,
+            "created_at": job.public_view()["created_at"],
+            "version": job.version,
+            "doc": job.model_dump_json(),
+        }
+        if job.completed_at is not None:
+            item["expires_at"] = int((job.completed_at + KEEP_FINISHED_JOBS).timestamp())
+        return item
+
+
+def _job_from_item(item: dict[str, Any]) -> Job:
+    job = Job.model_validate_json(item["doc"])
+    job.version = int(item["version"])
+    return job
+
+
+def _is_condition_failure(exc: ClientError) -> bool:
+    return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+
+
+def _encode_cursor(key: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(key, default=str).encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> dict[str, Any]:
+    try:
+        key = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+    except (ValueError, UnicodeDecodeError):
+        raise ValueError("cursor is not valid") from None
+    if not isinstance(key, dict) or not all(isinstance(value, str) for value in key.values()):
+        raise ValueError("cursor is not valid")
+    return key
