@@ -8,6 +8,7 @@ one notification; a partial video never appears in S3.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import logging
@@ -53,7 +54,7 @@ from wanflow.jobs import (
     utc_now,
 )
 from wanflow.request import JobRequest, check_image_bytes, parse_job_request
-from wanflow.settings import Settings
+from wanflow.settings import Settings, get_settings
 from wanflow.store import JobStore
 
 logger = logging.getLogger(__name__)
@@ -424,12 +425,18 @@ class Wanflow:
 
     # ---------------------------------------------------------------------------------------- fail and cancel
 
-    def record_failure(self, job_id: str, error: dict[str, Any] | None) -> Job:
-        """End a job that cannot succeed (the state machine's failure path); idempotent."""
-        error = error or {}
+    def record_failure(self, job_id: str, error: dict[str, Any] | None, *, caught: dict[str, Any] | None = None) -> Job:
+        """End a job that cannot succeed (the state machine's failure path); idempotent.
+
+        `error` is what the status step decided (`{"code", "message", "outcome"}`); `caught` is a Step Functions
+        Catch result (`{"Error", "Cause"}`) when a step failed for good instead.
+        """
         job = self._require(job_id)
         if job.status.is_final:
             return self._publish_once(job)
+        if not error and caught:
+            error = _error_from_caught(job, caught)
+        error = error or {}
         if error.get("outcome") == "canceled":
             return self._end(job_id, lambda current: current.advance(JobStatus.CANCELED, Stage.DONE))
         return self._end_failed(
@@ -635,6 +642,22 @@ def _api_key_from_secret(secret: str | bytes | dict[str, Any]) -> str:
     return key
 
 
+def _error_from_caught(job: Job, caught: dict[str, Any]) -> dict[str, Any]:
+    """A job error for a step that failed after its retries (the Lambda error type and message)."""
+    error_type = str(caught.get("Error") or "")
+    try:
+        cause = json.loads(caught.get("Cause") or "{}")
+    except ValueError:
+        cause = {}
+    detail = str(cause.get("errorMessage") or error_type or "a step of the job failed")[:500]
+    if error_type == "JobFailure" and ": " in detail:
+        code, message = detail.split(": ", 1)
+        return {"code": code, "message": message}
+    if job.stage is Stage.FINALIZING:
+        return {"code": JobErrorCode.DOWNLOAD_FAILED, "message": f"the video could not be stored: {detail}"}
+    return {"code": JobErrorCode.INTERNAL_ERROR, "message": detail}
+
+
 def _check_same_request(existing: Job, body: Any) -> None:
     if existing.request_fingerprint != fingerprint(body):
         raise Conflict("this Idempotency-Key was already used with a different request body")
@@ -718,3 +741,20 @@ def _body_from_object_metadata(bucket: str, key: str, metadata: dict[str, str]) 
     if "model" in metadata:
         body["model"] = metadata["model"]
     return body
+
+
+@functools.cache
+def application() -> Wanflow:
+    """The process's application, built on first use from the environment (Lambda containers keep it)."""
+    return Wanflow(get_settings())
+
+
+def reset_application() -> None:
+    """Forget everything built from the environment (the local stack and tests call this after changing it)."""
+    from wanflow.aws import reset_clients
+    from wanflow.dashscope import clear_shared_clients
+
+    application.cache_clear()
+    get_settings.cache_clear()
+    reset_clients()
+    clear_shared_clients()

@@ -23,6 +23,7 @@ _ENVIRONMENT = {
     "WANFLOW_DEFAULT_MODEL": "default_model",
     "WANFLOW_POLL_INTERVAL_SECONDS": "poll_interval_seconds",
     "DASHSCOPE_BASE_URL": "dashscope_base_url",
+    "WANFLOW_INTAKE_CONCURRENCY": "intake_concurrency",
 }
 
 
@@ -42,6 +43,7 @@ class Settings(BaseModel):
     default_model: str = "wan2.6-i2v-flash"
     poll_interval_seconds: int = Field(default=15, ge=0, le=3600)
     dashscope_base_url: str = ""
+    intake_concurrency: int = Field(default=2, ge=1)  # the intake function's maximum concurrency
     # Output video URLs handed to users are short-lived on purpose.
     output_url_ttl_seconds: int = 3600
     # Presigned URLs from which DashScope fetches s3:// inputs; it may fetch them only when the task starts.

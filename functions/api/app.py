@@ -1,0 +1,107 @@
+"""HTTP API (PRODUCT.md section 2): parse the request, call the domain, shape the reply."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from wanflow.api import (
+    error_response,
+    job_id_from_path,
+    list_query,
+    parse_json_body,
+    principal_of,
+)
+from wanflow.errors import WanflowError
+from wanflow.observability import logger, metrics, tracer
+from wanflow.service import application
+
+app = APIGatewayHttpResolver()
+
+
+def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(status_code=status, content_type="application/json", body=json.dumps(body), headers=headers)
+
+
+@app.post("/v1/jobs")
+@tracer.capture_method
+def create_job() -> Response:
+    event = app.current_event
+    body = parse_json_body(event.decoded_body, event.raw_event.get("body"))
+    job, created = application().submit_from_api(
+        body, idempotency_key=event.headers.get("idempotency-key"), principal=principal_of(event.raw_event)
+    )
+    logger.set_correlation_id(job.job_id)
+    if created:
+        metrics.add_metric(name="JobsSubmitted", unit="Count", value=1)
+    return _json(202, application().job_view(job), {"Location": f"/v1/jobs/{job.job_id}"})
+
+
+@app.get("/v1/jobs")
+@tracer.capture_method
+def list_jobs() -> Response:
+    status, limit, cursor = list_query(app.current_event.query_string_parameters or {})
+    return _json(200, application().list(status=status, limit=limit, cursor=cursor))
+
+
+@app.get("/v1/jobs/<job_id>")
+@tracer.capture_method
+def get_job(job_id: str) -> Response:
+    logger.set_correlation_id(job_id)
+    return _json(200, application().get(job_id_from_path(job_id)))
+
+
+@app.post("/v1/jobs/<job_id>/cancel")
+@tracer.capture_method
+def cancel_job(job_id: str) -> Response:
+    logger.set_correlation_id(job_id)
+    job = application().cancel(job_id_from_path(job_id))
+    return _json(200, application().job_view(job))
+
+
+@app.post("/v1/uploads")
+@tracer.capture_method
+def create_upload() -> Response:
+    event = app.current_event
+    body = parse_json_body(event.decoded_body, event.raw_event.get("body"))
+    content_type = body.get("content_type") if isinstance(body, dict) else None
+    return _json(201, application().create_upload(str(content_type or "")))
+
+
+@app.exception_handler(WanflowError)
+def wanflow_error(error: WanflowError) -> Response:
+    status, body, headers = error_response(error, app.current_event.request_context.request_id)
+    return _json(status, body, headers)
+
+
+@app.not_found
+def not_found(_: NotFoundError) -> Response:
+    return _json(
+        404,
+        {
+            "code": "NotFound",
+            "message": "no such route",
+            "errors": [],
+            "request_id": app.current_event.request_context.request_id,
+        },
+    )
+
+
+@app.exception_handler(Exception)
+def unexpected_error(error: Exception) -> Response:
+    logger.exception("unexpected error")
+    request_id = app.current_event.request_context.request_id
+    return _json(
+        500, {"code": "InternalError", "message": "wanflow failed unexpectedly", "errors": [], "request_id": request_id}
+    )
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)

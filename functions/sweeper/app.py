@@ -1,0 +1,21 @@
+"""Sweeper (every 5 minutes): repairs jobs that lost their way. It never submits a second task for a job."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from wanflow.observability import logger, metrics, tracer
+from wanflow.service import application
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, int]:
+    repairs = application().sweep()
+    for repair, count in repairs.items():
+        metrics.add_metric(name=f"Sweeper_{repair}", unit="Count", value=count)
+    logger.info("sweep done", extra={"repairs": repairs})
+    return repairs
