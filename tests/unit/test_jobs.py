@@ -1,0 +1,95 @@
+"""The job status machine: the one place where status and stage change."""
+
+from __future__ import annotations
+
+import pytest
+
+from wanflow.jobs import Job, JobStatus, Provider, Source, Stage, TransitionRefused, derived_job_id, fingerprint
+from wanflow.service import next_poll_wait
+
+
+def new_job() -> Job:
+    return Job(job_id="a" * 32, source=Source.API, model="wan2.6-i2v-flash", request={}, provider=Provider(region="x"))
+
+
+def test_the_happy_path_is_allowed():
+    job = new_job()
+    for status, stage in [
+        (JobStatus.PENDING, Stage.CREATING),
+        (JobStatus.PENDING, Stage.SUBMITTED),
+        (JobStatus.RUNNING, Stage.SUBMITTED),
+        (JobStatus.RUNNING, Stage.FINALIZING),
+        (JobStatus.SUCCEEDED, Stage.DONE),
+    ]:
+        job.advance(status, stage)
+    assert job.completed_at is not None
+
+
+@pytest.mark.parametrize(
+    ("path", "refused"),
+    [
+        # A finished job never changes again: a late poll or a second finalizer cannot undo the end.
+        ([(JobStatus.FAILED, Stage.DONE)], (JobStatus.RUNNING, Stage.FINALIZING)),
+        ([(JobStatus.CANCELED, Stage.DONE)], (JobStatus.SUCCEEDED, Stage.DONE)),
+        # A create with an unknown outcome can never go back to "accepted", where it could be sent again.
+        (
+            [(JobStatus.PENDING, Stage.CREATING), (JobStatus.PENDING, Stage.CREATE_UNKNOWN)],
+            (JobStatus.PENDING, Stage.ACCEPTED),
+        ),
+        (
+            [(JobStatus.PENDING, Stage.CREATING), (JobStatus.PENDING, Stage.CREATE_UNKNOWN)],
+            (JobStatus.PENDING, Stage.CREATING),
+        ),
+        # A job being created cannot be claimed for creating a second time.
+        ([(JobStatus.PENDING, Stage.CREATING)], (JobStatus.PENDING, Stage.CREATING)),
+        # Once DashScope runs the task it can no longer be canceled, and success needs the video first.
+        (
+            [(JobStatus.PENDING, Stage.CREATING), (JobStatus.PENDING, Stage.SUBMITTED)],
+            (JobStatus.SUCCEEDED, Stage.DONE),
+        ),
+        (
+            [
+                (JobStatus.PENDING, Stage.CREATING),
+                (JobStatus.PENDING, Stage.SUBMITTED),
+                (JobStatus.RUNNING, Stage.FINALIZING),
+            ],
+            (JobStatus.CANCELED, Stage.DONE),
+        ),
+    ],
+)
+def test_transitions_the_machine_does_not_allow_are_refused(path, refused):
+    job = new_job()
+    for status, stage in path:
+        job.advance(status, stage)
+    assert not job.can_advance(*refused)
+    with pytest.raises(TransitionRefused):
+        job.advance(*refused)
+
+
+def test_fail_records_the_error_and_public_view_hides_bookkeeping():
+    job = new_job()
+    job.fail("DataInspectionFailed", "flagged", "req-1")
+    view = job.public_view()
+    assert view["status"] == "FAILED"
+    assert view["error"] == {"code": "DataInspectionFailed", "message": "flagged", "provider_request_id": "req-1"}
+    assert {"stage", "version", "request_fingerprint", "notification"}.isdisjoint(view)
+    assert view["created_at"].endswith("Z")
+
+
+def test_derived_ids_and_fingerprints_are_stable():
+    assert derived_job_id("s3", "b", "k", "v1") == derived_job_id("s3", "b", "k", "v1")
+    assert derived_job_id("s3", "b", "k", "v1") != derived_job_id("s3", "b", "k", "v2")
+    assert fingerprint({"a": 1, "b": [1, 2]}) == fingerprint({"b": [1, 2], "a": 1})
+    assert fingerprint({"a": 1}) != fingerprint({"a": 2})
+
+
+def test_polling_backs_off_so_a_24_hour_task_stays_under_the_history_limit():
+    from datetime import timedelta
+
+    elapsed, polls = timedelta(0), 0
+    while elapsed < timedelta(hours=24):
+        elapsed += timedelta(seconds=next_poll_wait(elapsed, 15))
+        polls += 1
+    events_per_poll = 9  # Wait entered/exited, Task entered/scheduled/started/succeeded/exited, Choice entered/exited
+    assert polls * events_per_poll < 25_000 / 4
+    assert next_poll_wait(timedelta(minutes=1), 15) == 15
