@@ -1,0 +1,1 @@
+"""wanflow benchmarks: measured numbers, printed and written to bench/results/, never asserted in unit tests."""
