@@ -17,12 +17,19 @@ import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from wanflow import notify, storage, workflow
 from wanflow.capabilities import IMAGE_MIME_TYPES, estimate_cost_usd
-from wanflow.dashscope import DashScopeClient, TaskInfo, TaskStatus, base_url_for_region, shared_client
+from wanflow.dashscope import (
+    DashScopeClient,
+    TaskInfo,
+    TaskStatus,
+    TaskSummary,
+    base_url_for_region,
+    shared_client,
+)
 from wanflow.errors import (
     Conflict,
     FieldError,
@@ -63,8 +70,10 @@ UPLOAD_CONTENT_TYPES = (*IMAGE_MIME_TYPES, "audio/wav", "audio/x-wav", "audio/mp
 JOB_DEADLINE = TASK_VALIDITY + timedelta(hours=1)
 # A create whose Lambda died mid-call leaves the job "creating"; after this long it is treated as unknown.
 STALE_CREATE = timedelta(minutes=5)
-# How long after a create DashScope's task list is searched for the task it may have made.
+# How far after a create DashScope's task list is searched for the task it may have made.
 CREATE_MATCH_WINDOW = timedelta(minutes=2)
+MAX_LIST_PAGES = 20
+LIST_ZONE_MARGIN = timedelta(hours=14)
 _DATA_URI = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+);base64,(?P<payload>.*)$", re.DOTALL)
 
 
@@ -601,16 +610,17 @@ class Wanflow:
     def _reconcile_create(self, job: Job, now: Any) -> str:
         """Find the task an unanswered create may have made, by model and time, using DashScope's list API."""
         attempted = job.create_attempted_at or job.created_at
-        if now - attempted < CREATE_MATCH_WINDOW:
+        if now - attempted < timedelta(seconds=self.settings.reconcile_after_seconds):
             return "waiting"  # DashScope's list may lag a create by a little
         start, end = attempted - timedelta(minutes=1), attempted + CREATE_MATCH_WINDOW
-        page = self.dashscope.list_tasks(start_time=start, end_time=end, model_name=job.model, page_size=100)
         claimed = {
             other.provider.task_id
             for other in self.store.created_between(rfc3339(start - JOB_DEADLINE), rfc3339(now))
             if other.provider.task_id
         }
-        candidates = [task for task in page.tasks if task.task_id not in claimed]
+        candidates = [
+            task for task in self._tasks_created_between(job.model, start, end) if task.task_id not in claimed
+        ]
         if not candidates:
             self._end_failed(
                 job.job_id,
@@ -624,6 +634,26 @@ class Wanflow:
         job = self.store.update(job.job_id, lambda current: _record_created(current, task))
         self._start_polling(job)
         return "create_found"
+
+    def _tasks_created_between(self, model: str, start: datetime, end: datetime) -> list[TaskSummary]:
+        """DashScope's tasks for `model` created in [start, end], by their exact creation time.
+
+        The list API filters on wall-clock times in a zone DashScope does not document (the client assumes UTC+8),
+        so the query is widened by LIST_ZONE_MARGIN either way and the exact `gmt_create` of each entry decides.
+        """
+        tasks: list[TaskSummary] = []
+        for page_no in range(1, MAX_LIST_PAGES + 1):
+            page = self.dashscope.list_tasks(
+                start_time=start - LIST_ZONE_MARGIN,
+                end_time=end + LIST_ZONE_MARGIN,
+                model_name=model,
+                page_no=page_no,
+                page_size=100,
+            )
+            tasks.extend(task for task in page.tasks if task.created_at is None or start <= task.created_at <= end)
+            if page_no >= page.total_page:
+                break
+        return tasks
 
 
 # ----------------------------------------------------------------------------------------------------- helpers

@@ -24,6 +24,7 @@ _ENVIRONMENT = {
     "WANFLOW_POLL_INTERVAL_SECONDS": "poll_interval_seconds",
     "DASHSCOPE_BASE_URL": "dashscope_base_url",
     "WANFLOW_INTAKE_CONCURRENCY": "intake_concurrency",
+    "WANFLOW_RECONCILE_AFTER_SECONDS": "reconcile_after_seconds",
 }
 
 
@@ -44,6 +45,8 @@ class Settings(BaseModel):
     poll_interval_seconds: int = Field(default=15, ge=0, le=3600)
     dashscope_base_url: str = ""
     intake_concurrency: int = Field(default=2, ge=1)  # the intake function's maximum concurrency
+    # How long after an unanswered create the sweeper looks for its task: DashScope's task list may lag a create.
+    reconcile_after_seconds: int = Field(default=120, ge=0)
     # Output video URLs handed to users are short-lived on purpose.
     output_url_ttl_seconds: int = 3600
     # Presigned URLs from which DashScope fetches s3:// inputs; it may fetch them only when the task starts.

@@ -1,0 +1,524 @@
+"""The pipeline end to end, offline: real HTTP to the API adapter, the real handlers in-process, moto executing
+statemachine/job.asl.json, moto S3/SNS/SQS/DynamoDB, and the DashScope emulator on loopback.
+
+One stack and one emulator serve the module; each test resets the emulator's tasks and faults. The poll interval
+is 0 s, so the state machine loops as fast as moto runs it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jsonschema
+import pytest
+from PIL import Image
+
+from wanflow.service import reset_application
+from wanflow_tools.emulator import Emulator, EmulatorConfig
+from wanflow_tools.local.stack import LocalStack
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+EVENT_SCHEMA = json.loads((REPO / "schemas" / "job-event.v1.schema.json").read_text())
+API_KEY = "sk-pipeline-test-key"
+TIMEOUT = 60.0
+FAST_MODEL = {"model": "wan2.2-i2v-flash", "parameters": {"resolution": "480P", "duration": 5}}
+
+
+class Clock:
+    """The emulator's clock, moved forward by tests to expire tasks and URLs without sleeping."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+
+@pytest.fixture(scope="module")
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture(scope="module")
+def emulator(clock: Clock) -> Iterator[Emulator]:
+    config = EmulatorConfig(api_key=API_KEY, pending_seconds=0.2, running_seconds=0.3, clock=clock, rate_limits=False)
+    with Emulator(config) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def stack(emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    with LocalStack(
+        state_dir=tmp_path_factory.mktemp("state"),
+        api_port=0,
+        dashscope_base_url=emulator.base_url,
+        dashscope_api_key=API_KEY,
+        poll_interval_seconds=0,
+    ) as running:
+        reset_application()
+        yield running
+    reset_application()
+
+
+@pytest.fixture(autouse=True)
+def clean_emulator(emulator: Emulator, clock: Clock) -> None:
+    clock.offset = 0.0
+    httpx.post(f"{emulator.root_url}/_emulator/reset").raise_for_status()
+
+
+@pytest.fixture
+def api(stack: LocalStack) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=stack.api_url, timeout=30) as client:
+        yield client
+
+
+def faults(emulator: Emulator, *rules: dict[str, Any]) -> None:
+    httpx.post(f"{emulator.root_url}/_emulator/faults", json=list(rules)).raise_for_status()
+
+
+def emulator_tasks(emulator: Emulator) -> list[dict[str, Any]]:
+    return httpx.get(f"{emulator.root_url}/_emulator/tasks").json()["tasks"]
+
+
+def png_data_uri(width: int = 320, height: int = 256) -> str:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 120, 40)).save(buffer, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def png_bytes(width: int = 320, height: int = 256) -> bytes:
+    return base64.b64decode(png_data_uri(width, height).split(",", 1)[1])
+
+
+def job_body(**overrides: Any) -> dict[str, Any]:
+    body = {
+        "model": FAST_MODEL["model"],
+        "input": {"prompt": "a lighthouse at dusk", "img_url": png_data_uri()},
+        "parameters": dict(FAST_MODEL["parameters"]),
+        "metadata": {"test": "pipeline"},
+    }
+    body.update(overrides)
+    return body
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = TIMEOUT, message: str = "condition") -> Any:
+    """Poll a condition of the system under test until it holds; nothing here can notify us instead."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{message} not met within {timeout} s")
+        time.sleep(0.05)
+
+
+def notifications_for(stack: LocalStack, job_id: str) -> list[dict[str, Any]]:
+    return [n for n in stack.notifications() if n["message"].get("job", {}).get("job_id") == job_id]
+
+
+def job_notifications(stack: LocalStack) -> list[dict[str, Any]]:
+    return [n for n in stack.notifications() if "job" in n["message"]]
+
+
+def settle(stack: LocalStack) -> None:
+    """Wait until everything published so far has reached the sink, by publishing a marker and waiting for it."""
+    marker = uuid.uuid4().hex
+    stack.boto3_client("sns").publish(TopicArn=stack.env["WANFLOW_TOPIC_ARN"], Message=json.dumps({"marker": marker}))
+    wait_until(lambda: any(n["message"].get("marker") == marker for n in stack.notifications()), message="marker")
+
+
+def wait_for_end(stack: LocalStack, api: httpx.Client, job_id: str) -> dict[str, Any]:
+    """Wait for the job's notification (published only once the job has ended) and return the job."""
+    wait_until(lambda: notifications_for(stack, job_id), message=f"notification for {job_id}")
+    return api.get(f"/v1/jobs/{job_id}").json()
+
+
+def submit(api: httpx.Client, body: dict[str, Any] | None = None, **headers: str) -> httpx.Response:
+    return api.post("/v1/jobs", json=body if body is not None else job_body(), headers=headers)
+
+
+def output_objects(stack: LocalStack) -> list[dict[str, Any]]:
+    s3 = stack.boto3_client("s3")
+    bucket = stack.env["WANFLOW_OUTPUT_BUCKET"]
+    return s3.list_objects_v2(Bucket=bucket).get("Contents", [])
+
+
+def assert_one_notification(stack: LocalStack, job_id: str, event_type: str) -> dict[str, Any]:
+    settle(stack)  # a second publication, if there were one, would have arrived by now
+    found = notifications_for(stack, job_id)
+    assert len(found) == 1, found
+    notification = found[0]
+    jsonschema.validate(notification["message"], EVENT_SCHEMA)
+    assert notification["message"]["type"] == event_type
+    assert notification["attributes"]["type"] == event_type
+    return notification
+
+
+# ------------------------------------------------------------------------------------------------------- tests
+
+
+def test_a_job_succeeds_with_the_video_in_s3_and_one_notification(stack, api, emulator):
+    response = submit(api)
+    assert response.status_code == 202, response.text
+    job_id = response.json()["job_id"]
+    assert response.headers["location"] == f"/v1/jobs/{job_id}"
+    assert response.json()["status"] == "PENDING"
+    assert "base64" not in json.dumps(response.json()), "a data-URI image must never be echoed"
+
+    job = wait_for_end(stack, api, job_id)
+    assert job["status"] == "SUCCEEDED", job
+    tasks = emulator_tasks(emulator)
+    assert len(tasks) == 1
+    assert job["provider"]["task_id"] == tasks[0]["task_id"]
+    assert job["provider"]["task_status"] == "SUCCEEDED"
+    assert job["provider"]["submit_time"] and job["provider"]["end_time"]
+    assert job["usage"]
+    assert job["cost_estimate_usd"] == pytest.approx(0.075)
+    assert job["request"]["parameters"] == {
+        "resolution": "480P",
+        "duration": 5,
+        "prompt_extend": True,
+        "watermark": False,
+    }
+    assert job["metadata"] == {"test": "pipeline"}
+
+    # The stored video is byte for byte the one the emulator served, and its checksum is right.
+    output = job["output"]
+    task = httpx.get(
+        f"{emulator.base_url}/tasks/{tasks[0]['task_id']}", headers={"Authorization": f"Bearer {API_KEY}"}
+    ).json()
+    served = httpx.get(task["output"]["video_url"]).content
+    stored = httpx.get(output["url"]).content
+    assert stored == served
+    assert output["bytes"] == len(stored) and output["sha256"] == hashlib.sha256(stored).hexdigest()
+    # DashScope got the image itself (through a presigned URL of its S3 copy), not a placeholder.
+    assert tasks[0]["video"]["image_is_placeholder"] is False
+    assert output["content_type"] == "video/mp4"
+    assert output["s3_uri"].endswith(f"/{job_id}.mp4") and "/videos/" in output["s3_uri"]
+    s3 = stack.boto3_client("s3")
+    bucket, key = output["s3_uri"][5:].split("/", 1)
+    head = s3.head_object(Bucket=bucket, Key=key)
+    assert head["ContentType"] == "video/mp4"
+    assert head["Metadata"] == {"job-id": job_id, "model": "wan2.2-i2v-flash", "task-id": tasks[0]["task_id"]}
+    beside = json.loads(s3.get_object(Bucket=bucket, Key=key[:-4] + ".json")["Body"].read())
+    assert beside["status"] == "SUCCEEDED" and beside["output"]["sha256"] == output["sha256"]
+
+    notification = assert_one_notification(stack, job_id, "job.succeeded")
+    assert notification["attributes"] == {
+        "type": "job.succeeded",
+        "status": "SUCCEEDED",
+        "model": "wan2.2-i2v-flash",
+        "source": "api",
+    }
+    assert notification["message"]["job"]["output"]["sha256"] == output["sha256"]
+
+
+def test_a_failed_task_fails_the_job_with_dashscopes_code(stack, api, emulator):
+    faults(emulator, {"on": "task", "fail_code": "DataInspectionFailed"})
+    job_id = submit(api).json()["job_id"]
+    job = wait_for_end(stack, api, job_id)
+    assert job["status"] == "FAILED"
+    assert job["error"]["code"] == "DataInspectionFailed"
+    assert "moderation" in job["error"]["message"]
+    assert job["output"] is None
+    assert_one_notification(stack, job_id, "job.failed")
+    assert not [obj for obj in output_objects(stack) if obj["Key"].endswith(f"{job_id}.mp4")]
+
+
+def test_an_expired_task_fails_the_job_as_task_expired(stack, api, emulator, clock):
+    emulator.config.pending_seconds = 3600.0  # keep the task waiting until it expires
+    try:
+        job_id = submit(api).json()["job_id"]
+        wait_until(lambda: api.get(f"/v1/jobs/{job_id}").json()["provider"].get("task_status") == "PENDING")
+        clock.offset = 2 * 86_400  # two days later, DashScope no longer knows the task
+        job = wait_for_end(stack, api, job_id)
+    finally:
+        emulator.config.pending_seconds = 0.2
+    assert job["status"] == "FAILED"
+    assert job["error"]["code"] == "TaskExpired"
+    assert_one_notification(stack, job_id, "job.failed")
+
+
+def test_cancel_while_pending_cancels_at_dashscope(stack, api, emulator):
+    emulator.config.pending_seconds = 3600.0
+    try:
+        job_id = submit(api).json()["job_id"]
+        response = api.post(f"/v1/jobs/{job_id}/cancel")
+        assert response.status_code == 200, response.text
+        assert response.json()["status"] == "CANCELED"
+    finally:
+        emulator.config.pending_seconds = 0.2
+    assert [task["task_status"] for task in emulator_tasks(emulator)] == ["CANCELED"]
+    assert_one_notification(stack, job_id, "job.canceled")
+    assert api.post(f"/v1/jobs/{job_id}/cancel").status_code == 409
+    execution = stack.wait_for_execution(_execution_arn(stack, job_id), timeout=TIMEOUT)
+    assert execution["status"] in {"ABORTED", "SUCCEEDED"}
+
+
+def test_cancel_of_a_running_task_is_refused(stack, api, emulator):
+    emulator.config.running_seconds = 3600.0
+    try:
+        job_id = submit(api).json()["job_id"]
+        wait_until(lambda: api.get(f"/v1/jobs/{job_id}").json()["status"] == "RUNNING")
+        response = api.post(f"/v1/jobs/{job_id}/cancel")
+    finally:
+        emulator.config.running_seconds = 0.3
+    assert response.status_code == 409
+    assert response.json()["code"] == "Conflict"
+    assert wait_for_end(stack, api, job_id)["status"] == "SUCCEEDED"
+
+
+def test_an_image_with_prompt_metadata_in_incoming_starts_a_job(stack, emulator, api):
+    s3 = stack.boto3_client("s3")
+    bucket = stack.env["WANFLOW_INTAKE_BUCKET"]
+    s3.put_object(
+        Bucket=bucket,
+        Key="incoming/photos/fox.png",
+        Body=png_bytes(),
+        ContentType="image/png",
+        Metadata={"prompt": "a fox in snow", "model": "wan2.2-i2v-flash", "resolution": "480P"},
+    )
+    notification = wait_until(
+        lambda: [
+            n
+            for n in job_notifications(stack)
+            if n["message"]["job"]["source"] == "s3" and "fox" in json.dumps(n["message"]["job"]["request"])
+        ],
+        message="intake notification",
+    )[0]
+    job = notification["message"]["job"]
+    assert job["status"] == "SUCCEEDED"
+    assert job["request"]["input"]["prompt"] == "a fox in snow"
+    assert job["request"]["input"]["img_url"] == f"s3://{bucket}/incoming/photos/fox.png"
+    assert notification["attributes"]["source"] == "s3"
+
+
+def test_a_manifest_with_a_relative_image_starts_a_job(stack, emulator):
+    s3 = stack.boto3_client("s3")
+    bucket = stack.env["WANFLOW_INTAKE_BUCKET"]
+    s3.put_object(Bucket=bucket, Key="incoming/batch7/frame.png", Body=png_bytes(), ContentType="image/png")
+    manifest = {
+        **FAST_MODEL,
+        "input": {"prompt": "waves on a pier", "img_url": "frame.png"},
+        "metadata": {"batch": "7"},
+    }
+    s3.put_object(Bucket=bucket, Key="incoming/batch7/job.json", Body=json.dumps(manifest).encode())
+    notification = wait_until(
+        lambda: [n for n in job_notifications(stack) if n["message"]["job"]["metadata"].get("batch") == "7"],
+        message="manifest notification",
+    )[0]
+    job = notification["message"]["job"]
+    assert job["status"] == "SUCCEEDED"
+    assert job["request"]["input"]["img_url"] == f"s3://{bucket}/incoming/batch7/frame.png"
+    # The image alone had no prompt: it was data for the manifest, not a job of its own.
+    assert len(emulator_tasks(emulator)) == 1
+
+
+def test_poison_input_in_incoming_ends_as_a_failed_job_with_a_notification(stack, emulator):
+    s3 = stack.boto3_client("s3")
+    bucket = stack.env["WANFLOW_INTAKE_BUCKET"]
+    s3.put_object(Bucket=bucket, Key="incoming/broken.json", Body=b"{not json")
+    notification = wait_until(
+        lambda: [n for n in job_notifications(stack) if "broken.json" in json.dumps(n["message"]["job"]["request"])],
+        message="poison notification",
+    )[0]
+    assert notification["message"]["type"] == "job.failed"
+    assert notification["message"]["job"]["error"]["code"] == "InvalidParameter"
+    assert emulator_tasks(emulator) == []
+
+
+def test_duplicate_s3_events_give_one_job(stack, emulator):
+    s3 = stack.boto3_client("s3")
+    sqs = stack.boto3_client("sqs")
+    bucket = stack.env["WANFLOW_INTAKE_BUCKET"]
+    version = s3.put_object(
+        Bucket=bucket,
+        Key="incoming/dup.png",
+        Body=png_bytes(),
+        ContentType="image/png",
+        Metadata={"prompt": "twice delivered", "model": "wan2.2-i2v-flash", "resolution": "480P"},
+    )["VersionId"]
+    first = wait_until(
+        lambda: [n for n in job_notifications(stack) if "dup.png" in json.dumps(n["message"]["job"]["request"])]
+    )[0]
+    # S3 delivers at least once: deliver the same object version's event again, twice.
+    event = {
+        "Records": [
+            {
+                "eventName": "ObjectCreated:Put",
+                "s3": {
+                    "bucket": {"name": bucket},
+                    "object": {"key": "incoming/dup.png", "versionId": version, "eTag": "x"},
+                },
+            }
+        ]
+    }
+    queue_url = stack.resources["IntakeQueue"]  # Ref of a queue is its URL
+    for _ in range(2):
+        sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps(event))
+    wait_until(lambda: _queue_drained(sqs, queue_url), message="intake queue drained")
+    assert len(emulator_tasks(emulator)) == 1
+    settle(stack)
+    assert len(notifications_for(stack, first["message"]["job"]["job_id"])) == 1
+
+
+def test_one_idempotency_key_gives_one_job_and_refuses_a_different_body(stack, api, emulator):
+    body = job_body()
+    first = submit(api, body, **{"Idempotency-Key": "order-42"})
+    second = submit(api, body, **{"Idempotency-Key": "order-42"})
+    assert first.status_code == second.status_code == 202
+    assert first.json()["job_id"] == second.json()["job_id"]
+    other = submit(api, {**body, "metadata": {"test": "changed"}}, **{"Idempotency-Key": "order-42"})
+    assert other.status_code == 409
+    assert other.json()["code"] == "Conflict"
+    wait_for_end(stack, api, first.json()["job_id"])
+    assert len(emulator_tasks(emulator)) == 1
+
+
+def test_a_throttled_create_answers_429_and_a_retry_succeeds(stack, api, emulator):
+    faults(emulator, {"on": "create", "status": 429})
+    throttled = submit(api, job_body(), **{"Idempotency-Key": "throttled-once"})
+    assert throttled.status_code == 429
+    assert int(throttled.headers["retry-after"]) >= 1
+    assert throttled.json()["code"].startswith("Throttling")
+    assert throttled.json()["provider_request_id"]
+    assert emulator_tasks(emulator) == []
+    retried = submit(api, job_body(), **{"Idempotency-Key": "throttled-once"})
+    assert retried.status_code == 202
+    assert wait_for_end(stack, api, retried.json()["job_id"])["status"] == "SUCCEEDED"
+
+
+def test_a_rejected_create_keeps_dashscopes_code_and_leaves_no_job(stack, api, emulator):
+    jobs_before = len(api.get("/v1/jobs", params={"limit": 100}).json()["jobs"])
+    faults(emulator, {"on": "create", "status": 400, "code": "Arrearage", "message": "Access denied, account overdue"})
+    response = submit(api)
+    assert response.status_code == 502  # the stack's account is at fault, not the caller's request
+    assert response.json()["code"] == "Arrearage"
+    assert response.json()["message"] == "Access denied, account overdue"
+    assert response.json()["provider_request_id"]
+    assert len(api.get("/v1/jobs", params={"limit": 100}).json()["jobs"]) == jobs_before
+
+
+def test_queries_answering_500_are_retried(stack, api, emulator):
+    faults(emulator, {"on": "query", "status": 500, "times": 3})
+    job_id = submit(api).json()["job_id"]
+    assert wait_for_end(stack, api, job_id)["status"] == "SUCCEEDED"
+    assert_one_notification(stack, job_id, "job.succeeded")
+
+
+def test_a_truncated_download_is_retried_and_leaves_no_partial_object(stack, api, emulator):
+    faults(emulator, {"on": "download", "action": "truncate", "fraction": 0.4})
+    job_id = submit(api).json()["job_id"]
+    job = wait_for_end(stack, api, job_id)
+    assert job["status"] == "SUCCEEDED"
+    stored = httpx.get(job["output"]["url"]).content
+    assert hashlib.sha256(stored).hexdigest() == job["output"]["sha256"]
+    s3 = stack.boto3_client("s3")
+    uploads = s3.list_multipart_uploads(Bucket=stack.env["WANFLOW_OUTPUT_BUCKET"]).get("Uploads", [])
+    assert uploads == [], "the aborted upload must not linger"
+
+
+def test_an_expired_video_url_fails_the_job_clearly(stack, api, emulator):
+    faults(emulator, {"on": "download", "status": 403, "times": -1})
+    job_id = submit(api).json()["job_id"]
+    job = wait_for_end(stack, api, job_id)
+    httpx.delete(f"{emulator.root_url}/_emulator/faults")
+    assert job["status"] == "FAILED"
+    assert job["error"]["code"] == "VideoUrlExpired"
+    assert_one_notification(stack, job_id, "job.failed")
+
+
+def test_a_finalizer_that_runs_twice_publishes_once(stack, api, emulator):
+    job_id = submit(api).json()["job_id"]
+    job = wait_for_end(stack, api, job_id)
+    result = stack.invoke("FinalizeFunction", {"job_id": job_id, "poll": {"next": "finalize"}})
+    assert (
+        json.loads(result.payload if isinstance(result.payload, str) else json.dumps(result.payload))["status"]
+        == "SUCCEEDED"
+    )
+    assert api.get(f"/v1/jobs/{job_id}").json()["output"]["sha256"] == job["output"]["sha256"]
+    assert_one_notification(stack, job_id, "job.succeeded")
+
+
+def test_an_unanswered_create_is_reconciled_by_the_sweeper_without_a_second_task(stack, api, emulator, monkeypatch):
+    faults(emulator, {"on": "create", "action": "drop_after_accept"})
+    response = submit(api)
+    assert response.status_code == 202  # accepted: wanflow does not know yet whether DashScope has the task
+    job_id = response.json()["job_id"]
+    assert len(emulator_tasks(emulator)) == 1
+    monkeypatch.setenv("WANFLOW_RECONCILE_AFTER_SECONDS", "0")
+    reset_application()
+    try:
+        stack.run_sweeper()
+        job = wait_for_end(stack, api, job_id)
+    finally:
+        monkeypatch.delenv("WANFLOW_RECONCILE_AFTER_SECONDS")
+        reset_application()
+    assert job["status"] == "SUCCEEDED"
+    assert len(emulator_tasks(emulator)) == 1
+    assert job["provider"]["task_id"] == emulator_tasks(emulator)[0]["task_id"]
+
+
+def test_api_errors_name_the_field_and_spend_nothing(stack, api, emulator):
+    response = submit(api, job_body(parameters={"resolution": "4K", "duration": 99}))
+    assert response.status_code == 400
+    body = response.json()
+    assert body["code"] == "InvalidParameter"
+    assert {e["field"] for e in body["errors"]} == {"parameters.resolution", "parameters.duration"}
+    assert body["request_id"]
+    assert api.post("/v1/jobs", content=b"{oops").json()["errors"][0]["field"] == "body"
+    assert api.get("/v1/jobs/" + "0" * 32).status_code == 404
+    assert api.get("/v1/jobs", params={"status": "DONE"}).status_code == 400
+    assert emulator_tasks(emulator) == []
+
+
+def test_uploads_give_a_presigned_post_whose_uri_works_as_img_url(stack, api):
+    response = api.post("/v1/uploads", json={"content_type": "image/png"})
+    assert response.status_code == 201, response.text
+    upload = response.json()
+    posted = httpx.post(upload["url"], data=upload["fields"], files={"file": ("x.png", png_bytes(), "image/png")})
+    assert posted.status_code in (200, 204), posted.text
+    job_id = submit(api, job_body(input={"prompt": "uploaded", "img_url": upload["s3_uri"]})).json()["job_id"]
+    assert wait_for_end(stack, api, job_id)["status"] == "SUCCEEDED"
+    assert api.post("/v1/uploads", json={"content_type": "text/html"}).status_code == 400
+
+
+def test_list_is_newest_first_and_paginates(stack, api):
+    ids = [submit(api).json()["job_id"] for _ in range(3)]
+    for job_id in ids:
+        wait_for_end(stack, api, job_id)
+    page = api.get("/v1/jobs", params={"limit": 2}).json()
+    assert len(page["jobs"]) == 2 and page["next_cursor"]
+    created = [job["created_at"] for job in page["jobs"]]
+    assert created == sorted(created, reverse=True)
+    rest = api.get("/v1/jobs", params={"limit": 2, "cursor": page["next_cursor"]}).json()
+    assert {job["job_id"] for job in rest["jobs"]}.isdisjoint(job["job_id"] for job in page["jobs"])
+    succeeded = api.get("/v1/jobs", params={"status": "SUCCEEDED", "limit": 100}).json()["jobs"]
+    assert set(ids) <= {job["job_id"] for job in succeeded}
+
+
+def _execution_arn(stack: LocalStack, job_id: str) -> str:
+    from wanflow.workflow import execution_arn
+
+    return execution_arn(stack.env["WANFLOW_STATE_MACHINE_ARN"], job_id)
+
+
+def _queue_drained(sqs: Any, queue_url: str) -> bool:
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    )["Attributes"]
+    return (
+        attributes["ApproximateNumberOfMessages"] == "0" and attributes["ApproximateNumberOfMessagesNotVisible"] == "0"
+    )
