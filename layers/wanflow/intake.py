@@ -9,8 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import unquote_plus
 
-from wanflow.capabilities import find_model
-from wanflow.errors import RetryLaterError
+from wanflow.capabilities import ModelSpec
+from wanflow.errors import RetryLaterError, ThrottledError
 from wanflow.jobs import Job
 from wanflow.service import application
 
@@ -43,32 +43,37 @@ def objects_in_message(body: str) -> list[CreatedObject]:
 
 
 class SubmitPacer:
-    """Spaces creates so that all intake workers together stay under DashScope's submit rate.
+    """Spaces creates so that all intake workers together stay under each model's DashScope submit rate.
 
-    Each of `concurrency` workers gets an equal share of the model's requests-per-second budget. After a throttle
-    the rest of the batch is handed back to SQS at once instead of being tried into the same wall.
+    Each of `concurrency` workers (the intake function's maximum concurrency) gets an equal share of a model's
+    requests-per-second budget. After a throttle the rest of the batch is handed back to SQS at once instead of
+    being tried into the same wall.
     """
 
     def __init__(
-        self, concurrency: int, clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep
+        self,
+        concurrency: int,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._concurrency = max(1, concurrency)
         self._clock, self._sleep = clock, sleep
-        self._next_allowed = 0.0
+        self._next_allowed: dict[str, float] = {}
         self._throttled_until = 0.0
         self._lock = threading.Lock()
 
-    def wait_turn(self, submit_rps: int) -> None:
+    def __call__(self, spec: ModelSpec) -> None:
+        """Wait for this model's next submit slot; RetryLaterError while the worker is throttled."""
         with self._lock:
             now = self._clock()
             if now < self._throttled_until:
                 raise RetryLaterError(
-                    "DashScope throttled this worker recently; retrying later", code="Throttling.RateQuota"
+                    "DashScope throttled this worker moments ago; the message will be retried", code="WorkerPaused"
                 )
-            delay = max(0.0, self._next_allowed - now)
-            self._next_allowed = max(now, self._next_allowed) + self._concurrency / max(1, submit_rps)
-        if delay:
-            self._sleep(delay)
+            slot = max(now, self._next_allowed.get(spec.name, 0.0))
+            self._next_allowed[spec.name] = slot + self._concurrency / spec.submit_rps
+        if slot > now:
+            self._sleep(slot - now)
 
     def throttled(self, retry_after_seconds: float | None) -> None:
         with self._lock:
@@ -84,10 +89,8 @@ def submit_paced(created: CreatedObject) -> Job | None:
     app = application()
     if _pacer is None:
         _pacer = SubmitPacer(app.settings.intake_concurrency)
-    spec = find_model(app.settings.default_model)
-    _pacer.wait_turn(spec.submit_rps if spec else 1)
     try:
-        return app.submit_from_s3(created.bucket, created.key, created.version_id, created.etag)
-    except RetryLaterError as exc:
+        return app.submit_from_s3(created.bucket, created.key, created.version_id, created.etag, pace=_pacer)
+    except ThrottledError as exc:  # DashScope's own 429, not this pacer's refusal
         _pacer.throttled(exc.retry_after_seconds)
         raise

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from wanflow import notify, storage, workflow
-from wanflow.capabilities import IMAGE_MIME_TYPES, estimate_cost_usd
+from wanflow.capabilities import IMAGE_MIME_TYPES, ModelSpec, estimate_cost_usd
 from wanflow.dashscope import (
     DashScopeClient,
     TaskInfo,
@@ -75,6 +75,9 @@ CREATE_MATCH_WINDOW = timedelta(minutes=2)
 MAX_LIST_PAGES = 20
 LIST_ZONE_MARGIN = timedelta(hours=14)
 _DATA_URI = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+);base64,(?P<payload>.*)$", re.DOTALL)
+
+
+Pace = Callable[[ModelSpec], None]
 
 
 def next_poll_wait(elapsed: timedelta, base_seconds: int) -> int:
@@ -168,7 +171,9 @@ class Wanflow:
             self.store.delete(self.store.get(job_id) or job)
             raise
 
-    def submit_from_s3(self, bucket: str, key: str, version_id: str | None, etag: str | None) -> Job | None:
+    def submit_from_s3(
+        self, bucket: str, key: str, version_id: str | None, etag: str | None, *, pace: Pace | None = None
+    ) -> Job | None:
         """Start the job for one uploaded object under incoming/; None for objects that are only data.
 
         One object version gives one job, however often S3 delivers its event. Input that can never work ends
@@ -179,7 +184,7 @@ class Wanflow:
         if existing is not None:
             if existing.stage is not Stage.ACCEPTED:
                 return existing  # a duplicate event
-            return self._submit(existing, JobRequest.model_validate(existing.request))
+            return self._submit(existing, JobRequest.model_validate(existing.request), pace)
         origin = f"s3://{bucket}/{key}" + (f"#{version_id}" if version_id else "")
         try:
             body = self._intake_body(bucket, key, version_id)
@@ -191,7 +196,7 @@ class Wanflow:
         job = self._new_job(job_id, request, body, Source.S3, origin=origin)
         if not self.store.create(job):
             return self.store.get(job_id)
-        return self._submit(job, request)
+        return self._submit(job, request, pace)
 
     def _validate(self, body: Any) -> JobRequest:
         settings = self.settings
@@ -262,8 +267,14 @@ class Wanflow:
         storage.put_bytes(self.settings.intake_bucket, key, base64.b64decode(match["payload"]), match["mime"])
         request.input.img_url = f"s3://{self.settings.intake_bucket}/{key}"
 
-    def _submit(self, job: Job, request: JobRequest) -> Job:
-        """Create the DashScope task for an accepted job (at most once) and start its poll loop."""
+    def _submit(self, job: Job, request: JobRequest, pace: Pace | None = None) -> Job:
+        """Create the DashScope task for an accepted job (at most once) and start its poll loop.
+
+        `pace` waits for this model's turn under DashScope's submit rate (or raises RetryLaterError) before
+        anything is claimed.
+        """
+        if pace is not None:
+            pace(request.spec)
 
         def claim(current: Job) -> None:
             current.advance(JobStatus.PENDING, Stage.CREATING)
