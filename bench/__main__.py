@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench import cold_start, finalizer, poll_budget
+from bench import cold_start, emulator_bench, finalizer, poll_budget
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 
@@ -15,6 +15,7 @@ def main() -> None:
         "poll_budget": poll_budget.run(),
         "cold_start": cold_start.run(),
         "finalizer": finalizer.run(),
+        "emulator": emulator_bench.run(),
     }
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
