@@ -15,22 +15,13 @@ import copy
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
+from wanflow.dashscope import TaskStatus  # the wire protocol's statuses, defined once
 from wanflow_tools.emulator.media import describe_source
 from wanflow_tools.emulator.protocol import INTERNAL_ERROR
 from wanflow_tools.emulator.render import RenderResult
 from wanflow_tools.emulator.rules import AcceptedTask
-
-
-class TaskStatus(StrEnum):
-    PENDING = "PENDING"
-    RUNNING = "RUNNING"
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
-    CANCELED = "CANCELED"
-    UNKNOWN = "UNKNOWN"
 
 
 @dataclass(frozen=True)
