@@ -210,7 +210,7 @@ class Job(BaseModel):
             "updated_at": rfc3339(self.updated_at),
             "completed_at": rfc3339(self.completed_at) if self.completed_at else None,
         }
-        if self.output is not None:
+        if self.output is not None and self.status is JobStatus.SUCCEEDED:
             view["output"] = self.output.model_dump()
             if output_url:
                 view["output"]["url"] = output_url

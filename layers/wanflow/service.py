@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import base64
 import functools
-import hashlib
 import json
 import logging
 import mimetypes
 import re
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -73,6 +73,9 @@ STALE_CREATE = timedelta(minutes=5)
 # How far after a create DashScope's task list is searched for the task it may have made.
 CREATE_MATCH_WINDOW = timedelta(minutes=2)
 MAX_LIST_PAGES = 20
+# A finished job whose notification is still unconfirmed this long after its last change lost its publisher.
+UNCONFIRMED_NOTIFICATION = timedelta(minutes=10)
+UNCONFIRMED_LOOKBACK = timedelta(days=2)
 LIST_ZONE_MARGIN = timedelta(hours=14)
 _DATA_URI = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+);base64,(?P<payload>.*)$", re.DOTALL)
 
@@ -396,37 +399,37 @@ class Wanflow:
     # ----------------------------------------------------------------------------------------------- finalize
 
     def finalize(self, job_id: str) -> Job:
-        """Store the video, the job JSON beside it, publish the one notification, then mark SUCCEEDED."""
+        """Store and verify the video, mark the job SUCCEEDED and publish its one notification.
+
+        A repeated run (a retry, the sweeper) skips whatever an earlier run already finished.
+        """
         job = self._require(job_id)
         if job.status is JobStatus.SUCCEEDED:
-            return self._publish_once(job)  # a repeated run: only finish what may be unfinished
+            return self._publish_once(job)
         if job.status.is_final:
             return job
         if job.stage is not Stage.FINALIZING:
             raise JobFailure(JobErrorCode.INTERNAL_ERROR, f"job is {job.status}/{job.stage}, not finalizing")
-        key = self._output_key(job, "mp4")
-        stored = self._stored_video(key, job)
-        if stored is None:
-            task = self._task_for_download(job)
-            stored = storage.copy_url_to_s3(
-                task.video_url or "",
-                self.settings.output_bucket,
-                key,
-                content_type="video/mp4",
-                metadata={"job-id": job.job_id, "model": job.model, "task-id": job.provider.task_id or ""},
-            )
-        job = self.store.update(job_id, lambda current: _record_output(current, stored))
-        return self._publish_once(job)
+        if job.output is None:
+            stored = self._store_video(job)
+            job = self.store.update(job_id, lambda current: _record_output(current, stored))
+        return self._end(job_id, lambda current: current.advance(JobStatus.SUCCEEDED, Stage.DONE))
 
-    def _stored_video(self, key: str, job: Job) -> storage.StoredObject | None:
-        """The video if an earlier run already stored it completely (multipart uploads appear whole or not)."""
-        head = storage.head(self.settings.output_bucket, key)
-        if head is None or head.get("Metadata", {}).get("job-id") != job.job_id:
-            return None
-        if job.output is not None:
-            return storage.StoredObject(job.output.s3_uri, job.output.bytes, job.output.sha256)
-        digest = hashlib.sha256(storage.get_bytes(self.settings.output_bucket, key)).hexdigest()
-        return storage.StoredObject(f"s3://{self.settings.output_bucket}/{key}", head["ContentLength"], digest)
+    def _store_video(self, job: Job) -> storage.StoredObject:
+        key = self._output_key(job, "mp4")
+        bucket = self.settings.output_bucket
+        head = storage.head(bucket, key)
+        if head is not None and head.get("Metadata", {}).get("job-id") == job.job_id:
+            # An earlier run stored it but died before recording it (multipart uploads appear whole or not at all).
+            return storage.StoredObject(f"s3://{bucket}/{key}", head["ContentLength"], storage.sha256_of(bucket, key))
+        task = self._task_for_download(job)
+        return storage.copy_url_to_s3(
+            task.video_url or "",
+            bucket,
+            key,
+            content_type="video/mp4",
+            metadata={"job-id": job.job_id, "model": job.model, "task-id": job.provider.task_id or ""},
+        )
 
     def _task_for_download(self, job: Job) -> TaskInfo:
         try:
@@ -454,6 +457,9 @@ class Wanflow:
         job = self._require(job_id)
         if job.status.is_final:
             return self._publish_once(job)
+        if job.stage is Stage.FINALIZING and job.output is not None:
+            # The video is stored and verified; only a later step failed. Finish the success.
+            return self._end(job_id, lambda current: current.advance(JobStatus.SUCCEEDED, Stage.DONE))
         if not error and caught:
             error = _error_from_caught(job, caught)
         error = error or {}
@@ -514,14 +520,18 @@ class Wanflow:
         return self._publish_claimed(job)
 
     def _publish_claimed(self, job: Job) -> Job:
-        view = self.job_view(job, with_url=False)
-        storage.put_json(self.settings.output_bucket, self._output_key(job, "json"), view)
-        notify.publish_job_event(self.settings.topic_arn, job, view)
+        self._announce(job)
 
         def confirm(current: Job) -> None:
             current.notification = Notification.PUBLISHED
 
         return self.store.update(job.job_id, confirm)
+
+    def _announce(self, job: Job) -> None:
+        """The final job JSON beside the video, and the event: the two things subscribers rely on."""
+        view = self.job_view(job, with_url=False)
+        storage.put_json(self.settings.output_bucket, self._output_key(job, "json"), view)
+        notify.publish_job_event(self.settings.topic_arn, job, view)
 
     # -------------------------------------------------------------------------------------------------- reads
 
@@ -568,24 +578,41 @@ class Wanflow:
     # ------------------------------------------------------------------------------------------------- sweeper
 
     def sweep(self) -> dict[str, int]:
-        """Repair jobs that lost their way; returns counts by repair, for metrics and logs."""
-        counts: dict[str, int] = {}
+        """Repair jobs that lost their way; returns counts by repair, for metrics and logs.
 
-        def count(name: str) -> None:
-            counts[name] = counts.get(name, 0) + 1
-
+        One job's failure to be repaired never stops the others: it is logged, counted and tried next time.
+        """
+        counts: Counter[str] = Counter()
         now = utc_now()
         for job in self.store.unfinished():
-            try:
-                repair = self._sweep_job(job, now)
-            except WanflowError:
-                logger.exception("sweeper could not repair job", extra={"job_id": job.job_id})
-                repair = "error"
-            if repair:
-                count(repair)
-        return counts
+            counts[self._sweep_safely(self._sweep_job, job, now)] += 1
+        since = rfc3339(now - UNCONFIRMED_LOOKBACK)
+        for job in self.store.finished_since(since):
+            if job.notification is not Notification.PUBLISHED and now - job.updated_at > UNCONFIRMED_NOTIFICATION:
+                counts[self._sweep_safely(self._publish_unconfirmed, job, now)] += 1
+        counts.pop(None, None)
+        return dict(counts)
 
-    def _sweep_job(self, job: Job, now: Any) -> str | None:
+    def _sweep_safely(self, repair: Callable[[Job, datetime], str | None], job: Job, now: datetime) -> str | None:
+        try:
+            return repair(job, now)
+        except Exception:
+            logger.exception("sweeper could not repair job", extra={"job_id": job.job_id})
+            return "error"
+
+    def _publish_unconfirmed(self, job: Job, now: datetime) -> str:
+        """A job ended but its notification was never confirmed: its publisher died. Publish it now.
+
+        If that process died after publishing but before confirming, subscribers see this event twice; they can
+        tell by `job.job_id`. Losing the only notification would be worse.
+        """
+        if job.notification is Notification.CLAIMED:
+            self._publish_claimed(job)
+        else:
+            self._publish_once(job)
+        return "notification_published"
+
+    def _sweep_job(self, job: Job, now: datetime) -> str | None:
         if job.deadline_at is not None and now > job.deadline_at and job.stage is not Stage.FINALIZING:
             self._end_failed(job.job_id, JobErrorCode.DEADLINE_EXCEEDED, "the job did not finish within 25 hours")
             return "deadline"
@@ -618,7 +645,7 @@ class Wanflow:
             self.record_failure(job.job_id, result.error)
         return "driven"
 
-    def _reconcile_create(self, job: Job, now: Any) -> str:
+    def _reconcile_create(self, job: Job, now: datetime) -> str:
         """Find the task an unanswered create may have made, by model and time, using DashScope's list API."""
         attempted = job.create_attempted_at or job.created_at
         if now - attempted < timedelta(seconds=self.settings.reconcile_after_seconds):
@@ -729,9 +756,10 @@ def _record_task(job: Job, task: TaskInfo, polls: int) -> None:
 
 
 def _record_output(job: Job, stored: storage.StoredObject) -> None:
-    if job.status is not JobStatus.SUCCEEDED:
-        job.output = Output(s3_uri=stored.s3_uri, bytes=stored.bytes, sha256=stored.sha256)
-        job.advance(JobStatus.SUCCEEDED, Stage.DONE)
+    if job.stage is not Stage.FINALIZING:
+        raise TransitionRefused(f"job {job.job_id} is no longer finalizing")
+    job.output = Output(s3_uri=stored.s3_uri, bytes=stored.bytes, sha256=stored.sha256)
+    job.updated_at = utc_now()
 
 
 def _resolve_manifest_paths(body: Any, bucket: str, key: str) -> Any:

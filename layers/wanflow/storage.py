@@ -73,6 +73,15 @@ def get_bytes(bucket: str, key: str, *, version_id: str | None = None, max_bytes
     return response["Body"].read()
 
 
+def sha256_of(bucket: str, key: str) -> str:
+    """SHA-256 of an object, streamed (videos can be gigabytes)."""
+    digest = hashlib.sha256()
+    body = client("s3").get_object(Bucket=bucket, Key=key)["Body"]
+    for chunk in body.iter_chunks(1024 * 1024):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
 def head(bucket: str, key: str, *, version_id: str | None = None) -> dict[str, Any] | None:
     params: dict[str, Any] = {"Bucket": bucket, "Key": key}
     if version_id:

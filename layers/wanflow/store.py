@@ -108,29 +108,32 @@ class JobStore:
 
     def unfinished(self) -> list[Job]:
         """Every PENDING and RUNNING job, for the sweeper."""
-        jobs: list[Job] = []
-        for status in (JobStatus.PENDING, JobStatus.RUNNING):
-            cursor: str | None = None
-            while True:
-                page, cursor = self.list(status=status, limit=100, cursor=cursor)
-                jobs.extend(page)
-                if cursor is None:
-                    break
-        return jobs
+        return [job for status in (JobStatus.PENDING, JobStatus.RUNNING) for job in self._with_status(status)]
+
+    def finished_since(self, since: str) -> list[Job]:
+        """Jobs that ended (any final status) and were created at or after `since` (RFC 3339), for the sweeper."""
+        final = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED)
+        return [job for status in final for job in self._with_status(status, since=since)]
 
     def created_between(self, start: str, end: str) -> list[Job]:
         """Jobs created in [start, end] (RFC 3339 strings), for matching DashScope tasks to jobs."""
+        condition = Key("record_type").eq(RECORD_TYPE) & Key("created_at").between(start, end)
+        return self._query_all({"IndexName": "by_created", "KeyConditionExpression": condition})
+
+    def _with_status(self, status: JobStatus, *, since: str | None = None) -> list[Job]:
+        condition = Key("status").eq(status.value)
+        if since is not None:
+            condition = condition & Key("created_at").gte(since)
+        return self._query_all({"IndexName": "by_status", "KeyConditionExpression": condition})
+
+    def _query_all(self, query: dict[str, Any]) -> list[Job]:
         jobs: list[Job] = []
-        query: dict[str, Any] = {
-            "IndexName": "by_created",
-            "KeyConditionExpression": Key("record_type").eq(RECORD_TYPE) & Key("created_at").between(start, end),
-        }
         while True:
             page = self._table.query(**query)
             jobs.extend(_job_from_item(item) for item in page.get("Items", []))
             if "LastEvaluatedKey" not in page:
                 return jobs
-            query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+            query = {**query, "ExclusiveStartKey": page["LastEvaluatedKey"]}
 
     @staticmethod
     def _item(job: Job) -> dict[str, Any]:

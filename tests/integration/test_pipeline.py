@@ -14,6 +14,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ import jsonschema
 import pytest
 from PIL import Image
 
+from wanflow import notify, service, workflow
 from wanflow.service import reset_application
 from wanflow_tools.emulator import Emulator, EmulatorConfig
 from wanflow_tools.local.stack import LocalStack
@@ -444,10 +446,7 @@ def test_a_finalizer_that_runs_twice_publishes_once(stack, api, emulator):
     job_id = submit(api).json()["job_id"]
     job = wait_for_end(stack, api, job_id)
     result = stack.invoke("FinalizeFunction", {"job_id": job_id, "poll": {"next": "finalize"}})
-    assert (
-        json.loads(result.payload if isinstance(result.payload, str) else json.dumps(result.payload))["status"]
-        == "SUCCEEDED"
-    )
+    assert result.ok and result.value()["status"] == "SUCCEEDED"
     assert api.get(f"/v1/jobs/{job_id}").json()["output"]["sha256"] == job["output"]["sha256"]
     assert_one_notification(stack, job_id, "job.succeeded")
 
@@ -522,3 +521,40 @@ def _queue_drained(sqs: Any, queue_url: str) -> bool:
     return (
         attributes["ApproximateNumberOfMessages"] == "0" and attributes["ApproximateNumberOfMessagesNotVisible"] == "0"
     )
+
+
+def test_the_sweeper_starts_a_poll_loop_that_never_started(stack, api, monkeypatch):
+    def refuse(*_: Any, **__: Any) -> bool:
+        raise RuntimeError("Step Functions unavailable")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(workflow, "start_polling", refuse)
+        response = submit(api)
+    assert response.status_code == 202  # the task exists at DashScope: the job is accepted all the same
+    job_id = response.json()["job_id"]
+    assert workflow.execution_status(stack.env["WANFLOW_STATE_MACHINE_ARN"], job_id) is None
+    repairs = stack.run_sweeper().value()
+    assert repairs.get("execution_started") == 1, repairs
+    assert wait_for_end(stack, api, job_id)["status"] == "SUCCEEDED"
+    assert_one_notification(stack, job_id, "job.succeeded")
+
+
+def test_a_notification_lost_to_crashes_is_published_once_by_the_sweeper(stack, api, monkeypatch):
+    def broken_publish(*_: Any, **__: Any) -> str:
+        raise RuntimeError("SNS unavailable")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(notify, "publish_job_event", broken_publish)
+        job_id = submit(api).json()["job_id"]
+        stack.wait_for_execution(_execution_arn(stack, job_id), timeout=TIMEOUT)
+    assert api.get(f"/v1/jobs/{job_id}").json()["status"] == "SUCCEEDED"  # the video is stored and verified
+    assert notifications_for(stack, job_id) == []
+    stack.run_sweeper()  # too early: the publisher might still be at work
+    settle(stack)
+    assert notifications_for(stack, job_id) == []
+    with monkeypatch.context() as patch:
+        patch.setattr(service, "UNCONFIRMED_NOTIFICATION", timedelta(0))
+        assert stack.run_sweeper().value().get("notification_published") == 1
+    assert_one_notification(stack, job_id, "job.succeeded")
+    stack.run_sweeper()  # nothing left to repair: no second notification
+    assert_one_notification(stack, job_id, "job.succeeded")
