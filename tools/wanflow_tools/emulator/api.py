@@ -244,9 +244,7 @@ def _json_body(request: Request) -> Any:
         raise ApiError(INVALID_PARAMETER, "The request body is not valid JSON.") from None
 
 
-def _int_parameter(
-    query: dict[str, str], name: str, default: int, *, minimum: int, maximum: int | None = None
-) -> int:
+def _int_parameter(query: dict[str, str], name: str, default: int, *, minimum: int, maximum: int | None = None) -> int:
     raw = query.get(name)
     if raw is None or raw == "":
         return default

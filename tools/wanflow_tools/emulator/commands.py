@@ -63,9 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-rate-limits", action="store_true", help="disable submit-RPS and 20 queries/s limits")
     parser.add_argument("--results-dir", help="where videos are kept (default: a temporary directory)")
-    parser.add_argument(
-        "--render-processes", action="store_true", help="render in worker processes instead of threads"
-    )
+    parser.add_argument("--render-processes", action="store_true", help="render in worker processes instead of threads")
     parser.add_argument(
         "--utc-offset-hours",
         type=float,

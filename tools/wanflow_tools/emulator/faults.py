@@ -56,8 +56,22 @@ ACTIONS_BY_EVENT: dict[str, frozenset[str]] = {
 }
 HANG_THEN = ("respond", "close")
 _KNOWN_KEYS = frozenset(
-    {"on", "action", "status", "code", "message", "seconds", "then", "fail_code", "fraction",
-     "bytes_per_second", "times", "skip", "model", "task_id"}
+    {
+        "on",
+        "action",
+        "status",
+        "code",
+        "message",
+        "seconds",
+        "then",
+        "fail_code",
+        "fraction",
+        "bytes_per_second",
+        "times",
+        "skip",
+        "model",
+        "task_id",
+    }
 )
 
 

@@ -79,7 +79,12 @@ class Lifecycle:
         if result is not None:
             logger.info(
                 "rendered task %s: %dx%d, %d frames, %d bytes in %.2f s",
-                task_id, result.width, result.height, result.frame_count, result.size_bytes, result.render_seconds,
+                task_id,
+                result.width,
+                result.height,
+                result.frame_count,
+                result.size_bytes,
+                result.render_seconds,
             )
         else:
             logger.warning("render of task %s failed: %s", task_id, error)

@@ -103,9 +103,7 @@ def json_response(status: int, payload: Any, headers: dict[str, str] | None = No
 
 
 def error_response(error: ApiError, request_id: str) -> Response:
-    return json_response(
-        error.http_status, {"code": error.code, "message": error.message, "request_id": request_id}
-    )
+    return json_response(error.http_status, {"code": error.code, "message": error.message, "request_id": request_id})
 
 
 class WallClock:

@@ -184,9 +184,7 @@ def _cover(source: Image.Image, width: int, height: int) -> Image.Image:
     box_width, box_height = min(width / scale, source.width), min(height / scale, source.height)
     left = max((source.width - box_width) / 2, 0.0)  # the clamps absorb float rounding
     top = max((source.height - box_height) / 2, 0.0)
-    return source.resize(
-        (width, height), Image.Resampling.LANCZOS, box=(left, top, left + box_width, top + box_height)
-    )
+    return source.resize((width, height), Image.Resampling.LANCZOS, box=(left, top, left + box_width, top + box_height))
 
 
 def _ease(progress: float) -> float:

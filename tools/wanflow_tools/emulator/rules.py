@@ -91,7 +91,7 @@ def describe_errors(errors: list[FieldError]) -> str:
 
 
 def family(spec: ModelSpec) -> str:
-    """"wan2.6", "wan2.5", "wan2.2" or "wanx2.1": the part of the name the response shapes depend on."""
+    """ "wan2.6", "wan2.5", "wan2.2" or "wanx2.1": the part of the name the response shapes depend on."""
     return spec.name.split("-", 1)[0]
 
 

@@ -41,9 +41,19 @@ class SqsStats:
 class SqsEventSource:
     """A local SQS event source mapping (Lambda's poller) for one queue and one function."""
 
-    def __init__(self, *, runtime: LambdaRuntime, function: str, sqs_client: Any, queue_url: str,
-                 queue_arn: str, region: str, batch_size: int = 10, max_concurrency: int = 2,
-                 report_batch_item_failures: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        runtime: LambdaRuntime,
+        function: str,
+        sqs_client: Any,
+        queue_url: str,
+        queue_arn: str,
+        region: str,
+        batch_size: int = 10,
+        max_concurrency: int = 2,
+        report_batch_item_failures: bool = True,
+    ) -> None:
         self._runtime = runtime
         self._function = function
         self._sqs = sqs_client
@@ -67,8 +77,9 @@ class SqsEventSource:
         """Block until predicate(stats) holds (re-checked after every batch); TimeoutError after timeout."""
         with self._changed:
             if not self._changed.wait_for(lambda: predicate(self._stats), timeout=timeout):
-                raise TimeoutError(f"SQS event source for {self._function}: condition not met within "
-                                   f"{timeout} s (stats {self._stats})")
+                raise TimeoutError(
+                    f"SQS event source for {self._function}: condition not met within {timeout} s (stats {self._stats})"
+                )
             return SqsStats(**vars(self._stats))
 
     def start(self) -> None:
@@ -113,8 +124,10 @@ class SqsEventSource:
         failed_ids = self._failed_message_ids(result, messages)
         done = [message for message in messages if message["MessageId"] not in failed_ids]
         for start in range(0, len(done), 10):
-            entries = [{"Id": str(index), "ReceiptHandle": message["ReceiptHandle"]}
-                       for index, message in enumerate(done[start:start + 10])]
+            entries = [
+                {"Id": str(index), "ReceiptHandle": message["ReceiptHandle"]}
+                for index, message in enumerate(done[start : start + 10])
+            ]
             self._sqs.delete_message_batch(QueueUrl=self._queue_url, Entries=entries)
         with self._changed:
             self._stats.batches += 1
@@ -152,9 +165,16 @@ class SqsEventSource:
             "body": message["Body"],
             "attributes": {
                 key: attributes[key]
-                for key in ("ApproximateReceiveCount", "SentTimestamp", "SenderId",
-                            "ApproximateFirstReceiveTimestamp", "MessageGroupId", "MessageDeduplicationId",
-                            "SequenceNumber", "AWSTraceHeader")
+                for key in (
+                    "ApproximateReceiveCount",
+                    "SentTimestamp",
+                    "SenderId",
+                    "ApproximateFirstReceiveTimestamp",
+                    "MessageGroupId",
+                    "MessageDeduplicationId",
+                    "SequenceNumber",
+                    "AWSTraceHeader",
+                )
                 if key in attributes
             },
             "messageAttributes": {
@@ -195,8 +215,7 @@ def rate_seconds(expression: str) -> float:
 class Schedule:
     """A local EventBridge Scheduler schedule that targets one function."""
 
-    def __init__(self, *, runtime: LambdaRuntime, function: str, expression: str,
-                 input_template: str | None) -> None:
+    def __init__(self, *, runtime: LambdaRuntime, function: str, expression: str, input_template: str | None) -> None:
         self._runtime = runtime
         self._function = function
         self.expression = expression
@@ -208,10 +227,13 @@ class Schedule:
         """The schedule's Input with Scheduler's context attributes filled in ({} without Input)."""
         if self._input_template is None:
             return {}
-        text = (self._input_template
-                .replace("<aws.scheduler.scheduled-time>", datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
-                .replace("<aws.scheduler.execution-id>", str(uuid.uuid4()))
-                .replace("<aws.scheduler.attempt-number>", "1"))
+        text = (
+            self._input_template.replace(
+                "<aws.scheduler.scheduled-time>", datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            )
+            .replace("<aws.scheduler.execution-id>", str(uuid.uuid4()))
+            .replace("<aws.scheduler.attempt-number>", "1")
+        )
         return json.loads(text)
 
     def run(self) -> InvocationResult:

@@ -143,17 +143,23 @@ class LambdaRuntime:
             # events that could not cross the wire fail here rather than only in AWS.
             event_text = json.dumps(event)
             if len(event_text.encode()) > MAX_PAYLOAD_BYTES:
-                return _error(request_id, "RequestEntityTooLargeException",
-                              f"Request must be smaller than {MAX_PAYLOAD_BYTES} bytes for the InvokeFunction "
-                              "operation",
-                              started)
+                return _error(
+                    request_id,
+                    "RequestEntityTooLargeException",
+                    f"Request must be smaller than {MAX_PAYLOAD_BYTES} bytes for the InvokeFunction operation",
+                    started,
+                )
             decoded_event = json.loads(event_text)
             try:
                 with self._import_lock:
                     handler = function.handler()
             except Exception as exc:
-                return _error(request_id, "Runtime.ImportModuleError",
-                              f"Unable to import module '{function.handler_ref}': {exc}", started)
+                return _error(
+                    request_id,
+                    "Runtime.ImportModuleError",
+                    f"Unable to import module '{function.handler_ref}': {exc}",
+                    started,
+                )
             context = LambdaContext(
                 function_name=function.name,
                 invoked_function_arn=function.arn,
@@ -164,30 +170,45 @@ class LambdaRuntime:
             result = handler(decoded_event, context)
         except Exception as exc:
             log.info("%s raised %s: %s", function.logical_id, type(exc).__name__, exc)
-            return _error(request_id, type(exc).__name__, str(exc), started,
-                          stack_trace=traceback.format_tb(exc.__traceback__))
+            return _error(
+                request_id, type(exc).__name__, str(exc), started, stack_trace=traceback.format_tb(exc.__traceback__)
+            )
         duration = time.monotonic() - started
         if duration > function.timeout:
             # A thread cannot be stopped, so the timeout is applied after the fact: the result is
             # dropped and the caller sees what Lambda reports for a timed-out invocation.
-            return _error(request_id, "Sandbox.Timedout",
-                          f"Task timed out after {function.timeout:.2f} seconds", started)
+            return _error(
+                request_id, "Sandbox.Timedout", f"Task timed out after {function.timeout:.2f} seconds", started
+            )
         try:
             payload = json.dumps(result)
         except (TypeError, ValueError) as exc:
             return _error(request_id, "Runtime.MarshalError", f"Unable to marshal response: {exc}", started)
         if len(payload.encode()) > MAX_PAYLOAD_BYTES:
-            return _error(request_id, "Function.ResponseSizeTooLarge",
-                          "Response payload size exceeded maximum allowed payload size (6291556 bytes).", started)
+            return _error(
+                request_id,
+                "Function.ResponseSizeTooLarge",
+                "Response payload size exceeded maximum allowed payload size (6291556 bytes).",
+                started,
+            )
         return InvocationResult(request_id=request_id, payload=payload, duration_seconds=duration)
 
 
-def _error(request_id: str, error_type: str, message: str, started: float,
-           stack_trace: list[str] | None = None) -> InvocationResult:
-    payload = {"errorMessage": message, "errorType": error_type, "requestId": request_id,
-               "stackTrace": stack_trace or []}
-    return InvocationResult(request_id=request_id, payload=json.dumps(payload), function_error="Unhandled",
-                            duration_seconds=time.monotonic() - started)
+def _error(
+    request_id: str, error_type: str, message: str, started: float, stack_trace: list[str] | None = None
+) -> InvocationResult:
+    payload = {
+        "errorMessage": message,
+        "errorType": error_type,
+        "requestId": request_id,
+        "stackTrace": stack_trace or [],
+    }
+    return InvocationResult(
+        request_id=request_id,
+        payload=json.dumps(payload),
+        function_error="Unhandled",
+        duration_seconds=time.monotonic() - started,
+    )
 
 
 class MotoLambdaPatch:
@@ -216,8 +237,10 @@ class MotoLambdaPatch:
             if event is None or event == "{}":
                 event = {}
             result = runtime.invoke(function_self.function_name, event)
-            logs = (f"START RequestId: {result.request_id}\nEND RequestId: {result.request_id}\n"
-                    f"REPORT RequestId: {result.request_id}\tDuration: {result.duration_seconds * 1000:.2f} ms")
+            logs = (
+                f"START RequestId: {result.request_id}\nEND RequestId: {result.request_id}\n"
+                f"REPORT RequestId: {result.request_id}\tDuration: {result.duration_seconds * 1000:.2f} ms"
+            )
             return result.payload, not result.ok, logs
 
         def invoke(function_self: Any, body: Any, request_headers: Any, response_headers: Any) -> Any:

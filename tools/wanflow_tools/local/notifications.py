@@ -28,8 +28,9 @@ Notification = dict[str, Any]
 
 
 class NotificationSink:
-    def __init__(self, *, sqs_client: Any, queue_url: str, path: Path,
-                 callback: Callable[[Notification], None] | None = None) -> None:
+    def __init__(
+        self, *, sqs_client: Any, queue_url: str, path: Path, callback: Callable[[Notification], None] | None = None
+    ) -> None:
         self._sqs = sqs_client
         self._queue_url = queue_url
         self._path = path
@@ -68,8 +69,9 @@ class NotificationSink:
     def _drain(self) -> None:
         while not self._stop.is_set():
             try:
-                response = self._sqs.receive_message(QueueUrl=self._queue_url, MaxNumberOfMessages=10,
-                                                     WaitTimeSeconds=RECEIVE_WAIT_SECONDS)
+                response = self._sqs.receive_message(
+                    QueueUrl=self._queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=RECEIVE_WAIT_SECONDS
+                )
             except Exception:
                 if self._stop.is_set():
                     return
@@ -100,10 +102,7 @@ def parse_envelope(body: str) -> Notification:
     message: Any = envelope.get("Message")
     with contextlib.suppress(TypeError, ValueError):  # not JSON: keep the text
         message = json.loads(message)
-    attributes = {
-        name: attribute.get("Value")
-        for name, attribute in (envelope.get("MessageAttributes") or {}).items()
-    }
+    attributes = {name: attribute.get("Value") for name, attribute in (envelope.get("MessageAttributes") or {}).items()}
     return {
         "message": message,
         "attributes": attributes,

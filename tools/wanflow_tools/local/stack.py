@@ -147,8 +147,10 @@ class LocalStack:
         global _active
         with _active_lock:
             if _active is not None:
-                raise RuntimeError("a LocalStack is already running in this process (the environment, "
-                                   "moto's backends and the Lambda patch are process-wide)")
+                raise RuntimeError(
+                    "a LocalStack is already running in this process (the environment, "
+                    "moto's backends and the Lambda patch are process-wide)"
+                )
             _active = self
         try:
             self._start()
@@ -162,8 +164,9 @@ class LocalStack:
 
         self._started = True
         self._state_dir.mkdir(parents=True, exist_ok=True)
-        self._template = SamTemplate.load(self._template_path, self._parameter_overrides,
-                                          pseudo_parameters=self._pseudo_parameters())
+        self._template = SamTemplate.load(
+            self._template_path, self._parameter_overrides, pseudo_parameters=self._pseudo_parameters()
+        )
 
         # moto's server logs every request at INFO; that is noise next to the stack's own output.
         self._quiet_loggers()
@@ -295,8 +298,12 @@ class LocalStack:
 
     def boto3_client(self, service: str, **kwargs: Any) -> Any:
         """A boto3 client for the local endpoint with the local credentials and region."""
-        options = {"endpoint_url": self.aws_endpoint, "region_name": REGION, **CREDENTIALS,
-                   "config": Config(retries={"max_attempts": 3, "mode": "standard"})}
+        options = {
+            "endpoint_url": self.aws_endpoint,
+            "region_name": REGION,
+            **CREDENTIALS,
+            "config": Config(retries={"max_attempts": 3, "mode": "standard"}),
+        }
         options.update(kwargs)
         return boto3.client(service, **options)
 
@@ -356,7 +363,7 @@ class LocalStack:
             "AWS::URLSuffix": "amazonaws.com",
             "AWS::StackName": self._stack_name,
             "AWS::StackId": f"arn:aws:cloudformation:{REGION}:{ACCOUNT_ID}:stack/{self._stack_name}/"
-                            f"{uuid.uuid5(uuid.NAMESPACE_URL, self._stack_name)}",
+            f"{uuid.uuid5(uuid.NAMESPACE_URL, self._stack_name)}",
             "AWS::NotificationARNs": [],
         }
 
@@ -377,8 +384,13 @@ class LocalStack:
     def _create_resources(self) -> None:
         template = self.template
         handled = {
-            "AWS::SQS::Queue", "AWS::SNS::Topic", "AWS::DynamoDB::Table", "AWS::SecretsManager::Secret",
-            "AWS::S3::Bucket", "AWS::Serverless::Function", "AWS::Serverless::StateMachine",
+            "AWS::SQS::Queue",
+            "AWS::SNS::Topic",
+            "AWS::DynamoDB::Table",
+            "AWS::SecretsManager::Secret",
+            "AWS::S3::Bucket",
+            "AWS::Serverless::Function",
+            "AWS::Serverless::StateMachine",
         }
         unknown = {
             f"{logical_id} ({resource['Type']})"
@@ -386,8 +398,10 @@ class LocalStack:
             if resource["Type"] not in handled and resource["Type"] not in NOT_EMULATED
         }
         if unknown:
-            raise TemplateError(f"the local stack cannot create {sorted(unknown)}: emulate them in "
-                                f"wanflow_tools/local/stack.py or list them in NOT_EMULATED")
+            raise TemplateError(
+                f"the local stack cannot create {sorted(unknown)}: emulate them in "
+                f"wanflow_tools/local/stack.py or list them in NOT_EMULATED"
+            )
         for logical_id, resource in template.resources.items():
             if resource["Type"] == "AWS::Serverless::LayerVersion":
                 self._refs[logical_id] = f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:layer:{self.local_name(logical_id)}:1"
@@ -407,22 +421,29 @@ class LocalStack:
     def _create_queues(self) -> None:
         sqs = self.boto3_client("sqs")
         queues = self.template.resources_of_type("AWS::SQS::Queue")
-        plain_attributes = ("VisibilityTimeout", "MessageRetentionPeriod", "DelaySeconds",
-                            "MaximumMessageSize", "ReceiveMessageWaitTimeSeconds")
+        plain_attributes = (
+            "VisibilityTimeout",
+            "MessageRetentionPeriod",
+            "DelaySeconds",
+            "MaximumMessageSize",
+            "ReceiveMessageWaitTimeSeconds",
+        )
         for logical_id, properties in queues.items():
             name = self.local_name(logical_id)
             attributes = {key: str(self._resolve(properties[key])) for key in plain_attributes if key in properties}
             url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
             arn = f"arn:aws:sqs:{REGION}:{ACCOUNT_ID}:{name}"
             self._refs[logical_id] = url
-            self._attributes.update({(logical_id, "Arn"): arn, (logical_id, "QueueName"): name,
-                                     (logical_id, "QueueUrl"): url})
+            self._attributes.update(
+                {(logical_id, "Arn"): arn, (logical_id, "QueueName"): name, (logical_id, "QueueUrl"): url}
+            )
         # Redrive policies name other queues, so they are set once every queue exists.
         for logical_id, properties in queues.items():
             if "RedrivePolicy" in properties:
                 redrive = self._resolve(properties["RedrivePolicy"])
-                sqs.set_queue_attributes(QueueUrl=self._refs[logical_id],
-                                         Attributes={"RedrivePolicy": json.dumps(redrive)})
+                sqs.set_queue_attributes(
+                    QueueUrl=self._refs[logical_id], Attributes={"RedrivePolicy": json.dumps(redrive)}
+                )
 
     def _create_topics(self) -> None:
         sns = self.boto3_client("sns")
@@ -453,8 +474,9 @@ class LocalStack:
             description = dynamodb.create_table(**arguments)["TableDescription"]
             ttl = properties.get("TimeToLiveSpecification")
             if ttl and ttl.get("Enabled"):
-                dynamodb.update_time_to_live(TableName=name, TimeToLiveSpecification={
-                    "Enabled": True, "AttributeName": ttl["AttributeName"]})
+                dynamodb.update_time_to_live(
+                    TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": ttl["AttributeName"]}
+                )
             self._refs[logical_id] = name
             self._attributes[(logical_id, "Arn")] = description["TableArn"]
 
@@ -463,7 +485,8 @@ class LocalStack:
         for logical_id, properties in self.template.resources_of_type("AWS::SecretsManager::Secret").items():
             name = self.local_name(logical_id)
             arn = secretsmanager.create_secret(
-                Name=name, SecretString=self._secret_value(properties.get("SecretString")))["ARN"]
+                Name=name, SecretString=self._secret_value(properties.get("SecretString"))
+            )["ARN"]
             self._refs[logical_id] = arn
             self._attributes[(logical_id, "Id")] = arn
 
@@ -485,11 +508,13 @@ class LocalStack:
             name = self.local_name(logical_id)
             s3.create_bucket(Bucket=name)
             self._refs[logical_id] = name
-            self._attributes.update({
-                (logical_id, "Arn"): f"arn:aws:s3:::{name}",
-                (logical_id, "DomainName"): f"{name}.s3.amazonaws.com",
-                (logical_id, "RegionalDomainName"): f"{name}.s3.{REGION}.amazonaws.com",
-            })
+            self._attributes.update(
+                {
+                    (logical_id, "Arn"): f"arn:aws:s3:::{name}",
+                    (logical_id, "DomainName"): f"{name}.s3.amazonaws.com",
+                    (logical_id, "RegionalDomainName"): f"{name}.s3.{REGION}.amazonaws.com",
+                }
+            )
         for logical_id, raw in buckets.items():
             properties = self._resolve(raw)
             name = self._refs[logical_id]
@@ -499,14 +524,25 @@ class LocalStack:
             notification = properties.get("NotificationConfiguration")
             if notification:
                 s3.put_bucket_notification_configuration(
-                    Bucket=name, NotificationConfiguration=_s3_notification_api_shape(notification))
+                    Bucket=name, NotificationConfiguration=_s3_notification_api_shape(notification)
+                )
 
     def _create_functions(self) -> None:
         iam = self.boto3_client("iam")
         role_arn = iam.create_role(
             RoleName=f"{self._stack_name}-lambda",
-            AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [{
-                "Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]}),
+            AssumeRolePolicyDocument=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Effect": "Allow",
+                            "Principal": {"Service": "lambda.amazonaws.com"},
+                            "Action": "sts:AssumeRole",
+                        }
+                    ],
+                }
+            ),
         )["Role"]["Arn"]
         awslambda = self.boto3_client("lambda")
         # Handlers run in-process; moto only needs a function to exist for Step Functions to invoke.
@@ -514,12 +550,18 @@ class LocalStack:
         globals_env = {key: str(value) for key, value in self._resolve(self.template.global_environment()).items()}
         for spec in self.template.functions():
             name = self.local_name(spec.logical_id)
-            env = {key: str(value) for key, value in
-                   self._resolve((spec.properties.get("Environment") or {}).get("Variables") or {}).items()}
+            env = {
+                key: str(value)
+                for key, value in self._resolve(
+                    (spec.properties.get("Environment") or {}).get("Variables") or {}
+                ).items()
+            }
             self._function_env[spec.logical_id] = env
             if env != globals_env:
-                log.warning("%s declares its own environment; in-process handlers all run with the Globals "
-                            "environment", spec.logical_id)
+                log.warning(
+                    "%s declares its own environment; in-process handlers all run with the Globals environment",
+                    spec.logical_id,
+                )
             configuration = awslambda.create_function(
                 FunctionName=name,
                 Runtime=str(self._resolve(spec.properties.get("Runtime", "python3.13"))),
@@ -537,17 +579,19 @@ class LocalStack:
 
     def _local_overlay(self, env: dict[str, str]) -> dict[str, str]:
         env = dict(env)
-        env.update({
-            "AWS_ENDPOINT_URL": self.aws_endpoint,
-            "AWS_ACCESS_KEY_ID": CREDENTIALS["aws_access_key_id"],
-            "AWS_SECRET_ACCESS_KEY": CREDENTIALS["aws_secret_access_key"],
-            "AWS_SESSION_TOKEN": "testing",
-            "AWS_REGION": REGION,
-            "AWS_DEFAULT_REGION": REGION,
-            # No X-Ray daemon and no CloudWatch offline: keep Powertools from trying.
-            "POWERTOOLS_TRACE_DISABLED": "true",
-            "POWERTOOLS_METRICS_DISABLED": "true",
-        })
+        env.update(
+            {
+                "AWS_ENDPOINT_URL": self.aws_endpoint,
+                "AWS_ACCESS_KEY_ID": CREDENTIALS["aws_access_key_id"],
+                "AWS_SECRET_ACCESS_KEY": CREDENTIALS["aws_secret_access_key"],
+                "AWS_SESSION_TOKEN": "testing",
+                "AWS_REGION": REGION,
+                "AWS_DEFAULT_REGION": REGION,
+                # No X-Ray daemon and no CloudWatch offline: keep Powertools from trying.
+                "POWERTOOLS_TRACE_DISABLED": "true",
+                "POWERTOOLS_METRICS_DISABLED": "true",
+            }
+        )
         if self._dashscope_base_url:
             env["DASHSCOPE_BASE_URL"] = self._dashscope_base_url
         if self._poll_interval_seconds is not None:
@@ -565,8 +609,18 @@ class LocalStack:
         iam = self.boto3_client("iam")
         role_arn = iam.create_role(
             RoleName=f"{self._stack_name}-states",
-            AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [{
-                "Effect": "Allow", "Principal": {"Service": "states.amazonaws.com"}, "Action": "sts:AssumeRole"}]}),
+            AssumeRolePolicyDocument=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Effect": "Allow",
+                            "Principal": {"Service": "states.amazonaws.com"},
+                            "Action": "sts:AssumeRole",
+                        }
+                    ],
+                }
+            ),
         )["Role"]["Arn"]
         sfn = self.boto3_client("stepfunctions")
         for logical_id, raw in self.template.resources_of_type("AWS::Serverless::StateMachine").items():
@@ -581,8 +635,9 @@ class LocalStack:
             leftover = re.findall(r"\$\{[^}]+\}", definition)
             if leftover:
                 raise TemplateError(f"{logical_id}: unresolved substitutions {leftover}")
-            arn = sfn.create_state_machine(name=name, definition=definition, roleArn=role_arn,
-                                           type=str(raw.get("Type", "STANDARD")))["stateMachineArn"]
+            arn = sfn.create_state_machine(
+                name=name, definition=definition, roleArn=role_arn, type=str(raw.get("Type", "STANDARD"))
+            )["stateMachineArn"]
             self._refs[logical_id] = arn
             self._attributes.update({(logical_id, "Name"): name, (logical_id, "Arn"): arn})
 
@@ -615,19 +670,24 @@ class LocalStack:
         sink_name = f"{self._stack_name}-notifications"
         sink_url = sqs.create_queue(QueueName=sink_name)["QueueUrl"]
         for logical_id in self.template.resources_of_type("AWS::SNS::Topic"):
-            sns.subscribe(TopicArn=self._refs[logical_id], Protocol="sqs",
-                          Endpoint=f"arn:aws:sqs:{REGION}:{ACCOUNT_ID}:{sink_name}",
-                          Attributes={"RawMessageDelivery": "false"})
-        self._sink = NotificationSink(sqs_client=sqs, queue_url=sink_url, path=self.notifications_path,
-                                      callback=self._on_notification)
+            sns.subscribe(
+                TopicArn=self._refs[logical_id],
+                Protocol="sqs",
+                Endpoint=f"arn:aws:sqs:{REGION}:{ACCOUNT_ID}:{sink_name}",
+                Attributes={"RawMessageDelivery": "false"},
+            )
+        self._sink = NotificationSink(
+            sqs_client=sqs, queue_url=sink_url, path=self.notifications_path, callback=self._on_notification
+        )
         self._sink.start()
         for source in self._sqs_sources.values():
             source.start()
 
         if self._api_port is not None:
             routes = self.template.http_routes()
-            self._http_api = LocalHttpApi(routes=routes, invoke=self._runtime.invoke, host=self._host,
-                                          port=self._api_port)
+            self._http_api = LocalHttpApi(
+                routes=routes, invoke=self._runtime.invoke, host=self._host, port=self._api_port
+            )
             self._http_api.start()
 
     def _add_event_sources(self, spec: FunctionSpec) -> None:
@@ -656,8 +716,11 @@ class LocalStack:
             elif event_type in ("ScheduleV2", "Schedule"):
                 resolved = self._resolve(properties)
                 self._schedules[spec.logical_id] = Schedule(
-                    runtime=self._runtime, function=spec.logical_id,
-                    expression=str(resolved["ScheduleExpression"]), input_template=resolved.get("Input"))
+                    runtime=self._runtime,
+                    function=spec.logical_id,
+                    expression=str(resolved["ScheduleExpression"]),
+                    input_template=resolved.get("Input"),
+                )
             elif event_type == "HttpApi":
                 continue  # served by the HTTP API emulation
             else:
@@ -688,8 +751,13 @@ class LocalStack:
         try:
             sfn = self.boto3_client("stepfunctions")
             for machine in sfn.list_state_machines()["stateMachines"]:
-                for execution in _paginate(sfn, "list_executions", "executions",
-                                           stateMachineArn=machine["stateMachineArn"], statusFilter="RUNNING"):
+                for execution in _paginate(
+                    sfn,
+                    "list_executions",
+                    "executions",
+                    stateMachineArn=machine["stateMachineArn"],
+                    statusFilter="RUNNING",
+                ):
                     sfn.stop_execution(executionArn=execution["executionArn"], error="LocalStackStopped")
         except Exception:
             log.exception("stopping running executions failed")
@@ -764,8 +832,9 @@ def _s3_notification_api_shape(notification: Mapping[str, Any]) -> dict[str, Any
             entry: dict[str, Any] = {"Id": f"{kind}{index}", api_key: item[cfn_key], "Events": [item["Event"]]}
             rules = ((item.get("Filter") or {}).get("S3Key") or {}).get("Rules")
             if rules:
-                entry["Filter"] = {"Key": {"FilterRules": [{"Name": rule["Name"], "Value": rule["Value"]}
-                                                           for rule in rules]}}
+                entry["Filter"] = {
+                    "Key": {"FilterRules": [{"Name": rule["Name"], "Value": rule["Value"]} for rule in rules]}
+                }
             shaped.setdefault(kind, []).append(entry)
     if notification.get("EventBridgeConfiguration"):
         shaped["EventBridgeConfiguration"] = {}
@@ -800,8 +869,10 @@ class _S3EventPatch:
             for record in event["Records"]:
                 record.setdefault("userIdentity", {"principalId": "AWS:AIDALOCALWANFLOW0000"})
                 record.setdefault("requestParameters", {"sourceIPAddress": "127.0.0.1"})
-                record.setdefault("responseElements", {"x-amz-request-id": uuid.uuid4().hex[:16].upper(),
-                                                        "x-amz-id-2": uuid.uuid4().hex})
+                record.setdefault(
+                    "responseElements",
+                    {"x-amz-request-id": uuid.uuid4().hex[:16].upper(), "x-amz-id-2": uuid.uuid4().hex},
+                )
                 s3_object = record["s3"]["object"]
                 s3_object["key"] = quote_plus(key.name, safe="/")
                 version_id = getattr(key, "version_id", None)

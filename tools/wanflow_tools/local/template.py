@@ -95,8 +95,12 @@ class SamTemplate:
     conditions: dict[str, bool] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, path: Path | str = DEFAULT_TEMPLATE, parameter_overrides: Mapping[str, Any] | None = None,
-             pseudo_parameters: Mapping[str, Any] | None = None) -> SamTemplate:
+    def load(
+        cls,
+        path: Path | str = DEFAULT_TEMPLATE,
+        parameter_overrides: Mapping[str, Any] | None = None,
+        pseudo_parameters: Mapping[str, Any] | None = None,
+    ) -> SamTemplate:
         path = Path(path)
         body = yaml_parse(path.read_text(encoding="utf-8"))
         parameters: dict[str, Any] = dict(pseudo_parameters or {})
@@ -158,8 +162,9 @@ class SamTemplate:
         for spec in self.functions():
             for _name, properties in spec.events_of_type("HttpApi"):
                 method = str(properties.get("Method", "ANY")).upper()
-                routes.append(HttpRoute(method=method, path=str(properties.get("Path", "$default")),
-                                        function=spec.logical_id))
+                routes.append(
+                    HttpRoute(method=method, path=str(properties.get("Path", "$default")), function=spec.logical_id)
+                )
         return routes
 
     # -- intrinsic functions ------------------------------------------------------------------------
@@ -183,8 +188,7 @@ class SamTemplate:
         for name in pending:
             evaluate(name)
 
-    def resolver(self, refs: Mapping[str, Any],
-                 attributes: Callable[[str, str], Any]) -> Resolver:
+    def resolver(self, refs: Mapping[str, Any], attributes: Callable[[str, str], Any]) -> Resolver:
         """A resolver that maps Ref to refs (resources, beside parameters) and GetAtt to attributes()."""
         return Resolver(self, refs=refs, attributes=attributes)
 
@@ -192,8 +196,9 @@ class SamTemplate:
 class Resolver:
     """Evaluates CloudFormation intrinsic functions against local values."""
 
-    def __init__(self, template: SamTemplate, *, refs: Mapping[str, Any],
-                 attributes: Callable[[str, str], Any]) -> None:
+    def __init__(
+        self, template: SamTemplate, *, refs: Mapping[str, Any], attributes: Callable[[str, str], Any]
+    ) -> None:
         self._template = template
         self._refs = refs
         self._attributes = attributes
@@ -206,7 +211,7 @@ class Resolver:
         if not isinstance(value, dict):
             return value
         if len(value) == 1:
-            (key, argument), = value.items()
+            ((key, argument),) = value.items()
             if key == "Ref":
                 return self._ref(argument)
             if key == "Condition":
@@ -265,9 +270,7 @@ class Resolver:
 
     def _sub(self, argument: Any, condition: Callable[[str], bool]) -> str:
         if isinstance(argument, list):
-            text, variables = argument[0], {
-                name: self.resolve(item, condition) for name, item in argument[1].items()
-            }
+            text, variables = argument[0], {name: self.resolve(item, condition) for name, item in argument[1].items()}
         else:
             text, variables = argument, {}
 
