@@ -485,7 +485,12 @@ class Wanflow:
         except RejectedError as exc:
             raise Conflict(f"DashScope refused to cancel the task: {exc.message}") from None
         workflow.stop_polling(self.settings.state_machine_arn, job_id, "canceled by the user")
-        return self._end(job_id, lambda current: current.advance(JobStatus.CANCELED, Stage.DONE))
+
+        def canceled(current: Job) -> None:
+            current.advance(JobStatus.CANCELED, Stage.DONE)
+            current.provider.task_status = TaskStatus.CANCELED.value
+
+        return self._end(job_id, canceled)
 
     def _end_failed(self, job_id: str, code: str, message: str, provider_request_id: str | None = None) -> Job:
         return self._end(job_id, lambda current: current.fail(code, message, provider_request_id))

@@ -14,6 +14,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,16 @@ def clean_emulator(emulator: Emulator, clock: Clock) -> None:
 def api(stack: LocalStack) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=stack.api_url, timeout=30) as client:
         yield client
+
+
+@contextmanager
+def timings(emulator: Emulator, **changes: float) -> Iterator[None]:
+    original = emulator.store.timings
+    emulator.set_timings(**changes)
+    try:
+        yield
+    finally:
+        emulator.set_timings(**{name: getattr(original, name) for name in changes})
 
 
 def faults(emulator: Emulator, *rules: dict[str, Any]) -> None:
@@ -240,28 +251,23 @@ def test_a_failed_task_fails_the_job_with_dashscopes_code(stack, api, emulator):
 
 
 def test_an_expired_task_fails_the_job_as_task_expired(stack, api, emulator, clock):
-    emulator.config.pending_seconds = 3600.0  # keep the task waiting until it expires
-    try:
+    with timings(emulator, pending_seconds=3600.0):  # keep the task waiting until it expires
         job_id = submit(api).json()["job_id"]
         wait_until(lambda: api.get(f"/v1/jobs/{job_id}").json()["provider"].get("task_status") == "PENDING")
         clock.offset = 2 * 86_400  # two days later, DashScope no longer knows the task
         job = wait_for_end(stack, api, job_id)
-    finally:
-        emulator.config.pending_seconds = 0.2
     assert job["status"] == "FAILED"
     assert job["error"]["code"] == "TaskExpired"
     assert_one_notification(stack, job_id, "job.failed")
 
 
 def test_cancel_while_pending_cancels_at_dashscope(stack, api, emulator):
-    emulator.config.pending_seconds = 3600.0
-    try:
+    with timings(emulator, pending_seconds=3600.0):
         job_id = submit(api).json()["job_id"]
         response = api.post(f"/v1/jobs/{job_id}/cancel")
         assert response.status_code == 200, response.text
         assert response.json()["status"] == "CANCELED"
-    finally:
-        emulator.config.pending_seconds = 0.2
+        assert response.json()["provider"]["task_status"] == "CANCELED"
     assert [task["task_status"] for task in emulator_tasks(emulator)] == ["CANCELED"]
     assert_one_notification(stack, job_id, "job.canceled")
     assert api.post(f"/v1/jobs/{job_id}/cancel").status_code == 409
@@ -270,13 +276,10 @@ def test_cancel_while_pending_cancels_at_dashscope(stack, api, emulator):
 
 
 def test_cancel_of_a_running_task_is_refused(stack, api, emulator):
-    emulator.config.running_seconds = 3600.0
-    try:
+    with timings(emulator, running_seconds=3600.0):
         job_id = submit(api).json()["job_id"]
         wait_until(lambda: api.get(f"/v1/jobs/{job_id}").json()["status"] == "RUNNING")
         response = api.post(f"/v1/jobs/{job_id}/cancel")
-    finally:
-        emulator.config.running_seconds = 0.3
     assert response.status_code == 409
     assert response.json()["code"] == "Conflict"
     assert wait_for_end(stack, api, job_id)["status"] == "SUCCEEDED"

@@ -110,6 +110,14 @@ class Emulator:
         self._server: _Server | None = None
         self._serving: threading.Thread | None = None
 
+    def set_timings(self, **changes: float) -> None:
+        """Change task timings while running (pending_seconds, running_seconds, task_ttl_seconds, url_ttl_seconds).
+
+        They apply to every task from the next lifecycle step, so a test can hold a task PENDING or RUNNING for as
+        long as it needs instead of racing a fixed timing.
+        """
+        self.store.timings = dataclasses.replace(self.store.timings, **changes)
+
     # -- lifecycle of the emulator itself ----------------------------------------------------------
 
     def start(self) -> str:

@@ -86,9 +86,19 @@ def _path_pattern(path: str) -> re.Pattern[str]:
     return re.compile("".join(parts))
 
 
-def build_event(*, method: str, raw_path: str, raw_query: str, headers: Sequence[tuple[str, str]],
-                body: bytes, match: RouteMatch, source_ip: str, host: str,
-                request_id: str | None = None, now: float | None = None) -> dict[str, Any]:
+def build_event(
+    *,
+    method: str,
+    raw_path: str,
+    raw_query: str,
+    headers: Sequence[tuple[str, str]],
+    body: bytes,
+    match: RouteMatch,
+    source_ip: str,
+    host: str,
+    request_id: str | None = None,
+    now: float | None = None,
+) -> dict[str, Any]:
     """The HTTP API payload format 2.0 event for one request."""
     now = time.time() if now is None else now
     request_id = request_id or _api_request_id()
@@ -203,8 +213,14 @@ def _api_request_id() -> str:
 class LocalHttpApi:
     """A threaded HTTP server that dispatches to functions as API Gateway would."""
 
-    def __init__(self, *, routes: Sequence[HttpRoute], invoke: Callable[[str, dict[str, Any]], InvocationResult],
-                 host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        routes: Sequence[HttpRoute],
+        invoke: Callable[[str, dict[str, Any]], InvocationResult],
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
         self._router = Router(routes)
         self._invoke = invoke
         self._server = ThreadingHTTPServer((host, port), self._handler_class())
@@ -227,8 +243,9 @@ class LocalHttpApi:
             self._thread.join(timeout=10)
             self._thread = None
 
-    def handle(self, *, method: str, target: str, headers: Sequence[tuple[str, str]], body: bytes,
-               source_ip: str, host: str) -> HttpResponse:
+    def handle(
+        self, *, method: str, target: str, headers: Sequence[tuple[str, str]], body: bytes, source_ip: str, host: str
+    ) -> HttpResponse:
         request_id = _api_request_id()
         split = urlsplit(target)
         raw_path = split.path or "/"
@@ -238,8 +255,17 @@ class LocalHttpApi:
         elif len(body) > MAX_REQUEST_BYTES:
             response = _json_response(413, {"message": "Request Entity Too Large"})
         else:
-            event = build_event(method=method, raw_path=raw_path, raw_query=split.query, headers=headers,
-                                body=body, match=match, source_ip=source_ip, host=host, request_id=request_id)
+            event = build_event(
+                method=method,
+                raw_path=raw_path,
+                raw_query=split.query,
+                headers=headers,
+                body=body,
+                match=match,
+                source_ip=source_ip,
+                host=host,
+                request_id=request_id,
+            )
             result = self._invoke(match.route.function, event)
             if not result.ok:
                 log.warning("%s %s: function error %s", method, raw_path, result.payload)
@@ -257,9 +283,14 @@ class LocalHttpApi:
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                response = api.handle(method=self.command, target=self.path, headers=list(self.headers.items()),
-                                      body=body, source_ip=self.client_address[0],
-                                      host=self.headers.get("Host", ""))
+                response = api.handle(
+                    method=self.command,
+                    target=self.path,
+                    headers=list(self.headers.items()),
+                    body=body,
+                    source_ip=self.client_address[0],
+                    host=self.headers.get("Host", ""),
+                )
                 self.send_response(response.status)
                 names = {name.lower() for name, _ in response.headers}
                 for name, value in response.headers:
@@ -268,9 +299,13 @@ class LocalHttpApi:
                 if "date" not in names:
                     self.send_header("date", formatdate(usegmt=True))
                 self.send_header("content-length", str(len(response.body)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(response.body)
+                try:
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(response.body)
+                except (BrokenPipeError, ConnectionResetError):
+                    # The client hung up before its reply (e.g. Ctrl-C); API Gateway would drop it silently too.
+                    self.close_connection = True
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _serve
 
