@@ -3,63 +3,24 @@ file server, and `wait_until` (polling with a deadline instead of sleeping)."""
 
 from __future__ import annotations
 
-import base64
 import io
 import threading
-import time
 import wave
-from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import numpy as np
-from PIL import Image, ImageDraw
+
+from wanflow_tools.testing import ManualClock as ManualClock
+from wanflow_tools.testing import image_bytes as image_bytes
+from wanflow_tools.testing import image_data_uri as image_data_uri
+from wanflow_tools.testing import wait_until as wait_until
 
 API_KEY = "sk-emulator-test"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 ASYNC = {**AUTH, "X-DashScope-Async": "enable"}
 CREATE = "/services/aigc/video-generation/video-synthesis"
-
-T = TypeVar("T")
-
-
-def wait_until(predicate: Callable[[], T], timeout: float = 20.0, interval: float = 0.02, what: str = "") -> T:
-    """Polls `predicate` until it returns something truthy, and returns that; fails after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
-        time.sleep(interval)
-
-
-class FakeClock:
-    """A clock that only moves when told to; starts at the real time so that formatted times look normal."""
-
-    def __init__(self) -> None:
-        self.now = time.time()
-        self._lock = threading.Lock()
-
-    def __call__(self) -> float:
-        with self._lock:
-            return self.now
-
-    def advance(self, seconds: float) -> None:
-        with self._lock:
-            self.now += seconds
-
-
-def image_data_uri(width: int = 300, height: int = 400, image_format: str = "PNG") -> str:
-    image = Image.new("RGB", (width, height), (30, 60, 120))
-    draw = ImageDraw.Draw(image)
-    draw.ellipse((width // 4, height // 4, 3 * width // 4, 3 * height // 4), fill=(240, 180, 60))
-    buffer = io.BytesIO()
-    image.save(buffer, image_format)
-    mime = "image/png" if image_format == "PNG" else "image/jpeg"
-    return f"data:{mime};base64,{base64.b64encode(buffer.getvalue()).decode()}"
 
 
 SMALL_IMAGE = image_data_uri()
@@ -167,7 +128,3 @@ class StaticFiles:
                 gate.set()
         self.server.shutdown()
         self.server.server_close()
-
-
-def image_bytes(width: int = 300, height: int = 400) -> bytes:
-    return base64.b64decode(image_data_uri(width, height).split(",", 1)[1])

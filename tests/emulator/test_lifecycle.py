@@ -1,6 +1,6 @@
 """Task lifecycle: timings, the running-slot limit, cancel, list, task expiry and video URL expiry.
 
-Tests that depend on time run the emulator on a FakeClock: time moves only when the test advances it.
+Tests that depend on time run the emulator on a ManualClock: time moves only when the test advances it.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import httpx
 import pytest
 from emulator_support import (
     AUTH,
-    FakeClock,
+    ManualClock,
     StaticFiles,
     body,
     create_task,
@@ -40,12 +40,12 @@ def list_filter_time(epoch_seconds: float) -> str:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+def clock() -> ManualClock:
+    return ManualClock()
 
 
 @pytest.fixture
-def timed(start_emulator: Callable[..., Emulator], clock: FakeClock) -> Emulator:
+def timed(start_emulator: Callable[..., Emulator], clock: ManualClock) -> Emulator:
     return start_emulator(clock=clock, pending_seconds=10, running_seconds=20)
 
 
@@ -56,7 +56,7 @@ def http(timed: Emulator) -> httpx.Client:
 
 
 @pytest.mark.slow
-def test_pending_then_running_then_succeeded_on_schedule(http: httpx.Client, clock: FakeClock):
+def test_pending_then_running_then_succeeded_on_schedule(http: httpx.Client, clock: ManualClock):
     submitted = clock()
     task_id = create_task(http)
     clock.advance(9.9)
@@ -76,7 +76,7 @@ def test_pending_then_running_then_succeeded_on_schedule(http: httpx.Client, clo
 
 
 @pytest.mark.slow
-def test_a_clock_jump_keeps_a_consistent_history(http: httpx.Client, clock: FakeClock):
+def test_a_clock_jump_keeps_a_consistent_history(http: httpx.Client, clock: ManualClock):
     submitted = clock()
     task_id = create_task(http)
     clock.advance(1000)  # far past pending (10 s) and running (20 s) in one step
@@ -97,7 +97,7 @@ def test_zero_timings_succeed_as_soon_as_the_video_exists(start_emulator: Callab
 
 @pytest.mark.slow
 def test_task_stays_running_until_its_video_is_rendered(
-    start_emulator: Callable[..., Emulator], clock: FakeClock, static_files: StaticFiles
+    start_emulator: Callable[..., Emulator], clock: ManualClock, static_files: StaticFiles
 ):
     emulator = start_emulator(clock=clock, pending_seconds=0, running_seconds=1)
     image_served = threading.Event()
@@ -115,7 +115,7 @@ def test_task_stays_running_until_its_video_is_rendered(
 
 @pytest.mark.slow
 def test_running_slots_per_model_keep_extra_tasks_pending(
-    start_emulator: Callable[..., Emulator], clock: FakeClock
+    start_emulator: Callable[..., Emulator], clock: ManualClock
 ):
     emulator = start_emulator(clock=clock, pending_seconds=0, running_seconds=100)
     with httpx.Client(base_url=emulator.base_url) as client:
@@ -131,7 +131,7 @@ def test_running_slots_per_model_keep_extra_tasks_pending(
         assert emulator.store.count() == 4
 
 
-def test_cancel_only_while_pending(http: httpx.Client, clock: FakeClock):
+def test_cancel_only_while_pending(http: httpx.Client, clock: ManualClock):
     task_id = create_task(http)
     reply = http.post(f"/tasks/{task_id}/cancel", headers=AUTH)
     assert reply.status_code == 200
@@ -155,7 +155,7 @@ def test_cancel_only_while_pending(http: httpx.Client, clock: FakeClock):
     assert (missing.status_code, missing.json()["code"]) == (400, "UnsupportedOperation")
 
 
-def test_canceled_task_never_runs(http: httpx.Client, clock: FakeClock, timed: Emulator):
+def test_canceled_task_never_runs(http: httpx.Client, clock: ManualClock, timed: Emulator):
     task_id = create_task(http)
     http.post(f"/tasks/{task_id}/cancel", headers=AUTH)
     clock.advance(1000)
@@ -165,7 +165,7 @@ def test_canceled_task_never_runs(http: httpx.Client, clock: FakeClock, timed: E
 
 @pytest.mark.slow
 def test_expired_task_answers_unknown_and_is_forgotten(
-    start_emulator: Callable[..., Emulator], clock: FakeClock
+    start_emulator: Callable[..., Emulator], clock: ManualClock
 ):
     emulator = start_emulator(clock=clock, pending_seconds=0, running_seconds=0, task_ttl_seconds=3600)
     with httpx.Client(base_url=emulator.base_url) as client:
@@ -183,7 +183,7 @@ def test_expired_task_answers_unknown_and_is_forgotten(
 
 
 @pytest.mark.slow
-def test_video_url_serves_until_it_expires(start_emulator: Callable[..., Emulator], clock: FakeClock):
+def test_video_url_serves_until_it_expires(start_emulator: Callable[..., Emulator], clock: ManualClock):
     emulator = start_emulator(clock=clock, pending_seconds=0, running_seconds=0, url_ttl_seconds=60)
     with httpx.Client(base_url=emulator.base_url) as client:
         task_id = create_task(client)
@@ -237,7 +237,7 @@ def test_download_supports_head_and_ranges(client: httpx.Client):
     assert httpx.get(video_url, headers={"Range": "bytes=-10"}).content == whole[-10:]
 
 
-def test_list_filters_and_pages(start_emulator: Callable[..., Emulator], clock: FakeClock):
+def test_list_filters_and_pages(start_emulator: Callable[..., Emulator], clock: ManualClock):
     emulator = start_emulator(clock=clock, pending_seconds=1000, running_seconds=100)
     with httpx.Client(base_url=emulator.base_url) as client:
         first_time = clock()

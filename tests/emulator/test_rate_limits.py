@@ -9,19 +9,19 @@ from collections.abc import Callable
 
 import httpx
 import pytest
-from emulator_support import ASYNC, AUTH, CREATE, FakeClock, body, create_task
+from emulator_support import ASYNC, AUTH, CREATE, ManualClock, body, create_task
 
 from wanflow.capabilities import find_model
 from wanflow_tools.emulator import Emulator
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+def clock() -> ManualClock:
+    return ManualClock()
 
 
 @pytest.fixture
-def limited(start_emulator: Callable[..., Emulator], clock: FakeClock) -> Emulator:
+def limited(start_emulator: Callable[..., Emulator], clock: ManualClock) -> Emulator:
     return start_emulator(clock=clock, rate_limits=True, pending_seconds=1000)
 
 
@@ -34,7 +34,7 @@ def assert_throttled(reply: httpx.Response) -> None:
 
 
 @pytest.mark.parametrize("model", ["wan2.2-i2v-flash", "wan2.6-i2v-flash"])
-def test_submit_rate_is_limited_per_model(limited: Emulator, clock: FakeClock, model: str):
+def test_submit_rate_is_limited_per_model(limited: Emulator, clock: ManualClock, model: str):
     allowed = find_model(model).submit_rps
     with httpx.Client(base_url=limited.base_url) as client:
         for _ in range(allowed):
@@ -49,7 +49,7 @@ def test_submit_rate_is_limited_per_model(limited: Emulator, clock: FakeClock, m
         create_task(client, body(model=model))
 
 
-def test_twenty_queries_per_second(limited: Emulator, clock: FakeClock):
+def test_twenty_queries_per_second(limited: Emulator, clock: ManualClock):
     with httpx.Client(base_url=limited.base_url) as client:
         task_id = create_task(client)
         for number in range(20):
@@ -61,7 +61,7 @@ def test_twenty_queries_per_second(limited: Emulator, clock: FakeClock):
         assert client.get(f"/tasks/{task_id}", headers=AUTH).status_code == 200
 
 
-def test_limits_can_be_switched_off(start_emulator: Callable[..., Emulator], clock: FakeClock):
+def test_limits_can_be_switched_off(start_emulator: Callable[..., Emulator], clock: ManualClock):
     emulator = start_emulator(clock=clock, rate_limits=False, pending_seconds=1000)
     with httpx.Client(base_url=emulator.base_url) as client:
         for _ in range(4):

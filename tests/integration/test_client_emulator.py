@@ -6,8 +6,6 @@ the client's retry sleeps are recorded instead of slept.
 
 from __future__ import annotations
 
-import base64
-import io
 import logging
 import threading
 import time
@@ -17,7 +15,6 @@ from typing import Any
 
 import httpx
 import pytest
-from PIL import Image
 
 from wanflow.dashscope import (
     DashScopeClient,
@@ -30,6 +27,7 @@ from wanflow.dashscope import (
 )
 from wanflow.errors import job_error_for_task
 from wanflow_tools.emulator import Emulator, EmulatorConfig
+from wanflow_tools.testing import ManualClock, image_data_uri
 
 API_KEY = "sk-emulator-SECRET-91c0d2b7"
 START_EPOCH = 1_769_095_486.0  # 2026-01-22 15:24:46 UTC
@@ -38,34 +36,12 @@ RUNNING_SECONDS = 3.0
 MODEL = "wanx2.1-i2v-turbo"  # the shortest, smallest videos: 3 s at 480P, silent
 
 
-class ManualClock:
-    """The emulator's clock: stands still until a test advances it."""
-
-    def __init__(self, start: float = START_EPOCH) -> None:
-        self._now = start
-        self._lock = threading.Lock()
-
-    def __call__(self) -> float:
-        with self._lock:
-            return self._now
-
-    def advance(self, seconds: float) -> None:
-        with self._lock:
-            self._now += seconds
-
-
 class Sleeps(list):
     def __call__(self, seconds: float) -> None:
         self.append(seconds)
 
 
-def png_data_uri(width: int = 320, height: int = 240) -> str:
-    buffer = io.BytesIO()
-    Image.new("RGB", (width, height), (40, 120, 200)).save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
-
-
-IMAGE = png_data_uri()
+IMAGE = image_data_uri(320, 240)
 
 
 def create_body(**overrides: Any) -> dict[str, Any]:
@@ -80,7 +56,7 @@ def create_body(**overrides: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def clock() -> ManualClock:
-    return ManualClock()
+    return ManualClock(START_EPOCH)
 
 
 @pytest.fixture

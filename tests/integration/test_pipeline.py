@@ -7,9 +7,7 @@ is 0 s, so the state machine loops as fast as moto runs it.
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import io
 import json
 import time
 import uuid
@@ -22,12 +20,13 @@ from typing import Any
 import httpx
 import jsonschema
 import pytest
-from PIL import Image
 
 from wanflow import notify, service, workflow
 from wanflow.service import reset_application
 from wanflow_tools.emulator import Emulator, EmulatorConfig
 from wanflow_tools.local.stack import LocalStack
+from wanflow_tools.testing import image_bytes, image_data_uri
+from wanflow_tools.testing import wait_until as _wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -104,20 +103,10 @@ def emulator_tasks(emulator: Emulator) -> list[dict[str, Any]]:
     return httpx.get(f"{emulator.root_url}/_emulator/tasks").json()["tasks"]
 
 
-def png_data_uri(width: int = 320, height: int = 256) -> str:
-    buffer = io.BytesIO()
-    Image.new("RGB", (width, height), (200, 120, 40)).save(buffer, "PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
-
-
-def png_bytes(width: int = 320, height: int = 256) -> bytes:
-    return base64.b64decode(png_data_uri(width, height).split(",", 1)[1])
-
-
 def job_body(**overrides: Any) -> dict[str, Any]:
     body = {
         "model": FAST_MODEL["model"],
-        "input": {"prompt": "a lighthouse at dusk", "img_url": png_data_uri()},
+        "input": {"prompt": "a lighthouse at dusk", "img_url": image_data_uri(320, 256)},
         "parameters": dict(FAST_MODEL["parameters"]),
         "metadata": {"test": "pipeline"},
     }
@@ -125,16 +114,8 @@ def job_body(**overrides: Any) -> dict[str, Any]:
     return body
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = TIMEOUT, message: str = "condition") -> Any:
-    """Poll a condition of the system under test until it holds; nothing here can notify us instead."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{message} not met within {timeout} s")
-        time.sleep(0.05)
+def wait_until(predicate: Callable[[], Any], what: str = "condition") -> Any:
+    return _wait_until(predicate, timeout=TIMEOUT, interval=0.05, what=what)
 
 
 def notifications_for(stack: LocalStack, job_id: str) -> list[dict[str, Any]]:
@@ -149,12 +130,12 @@ def settle(stack: LocalStack) -> None:
     """Wait until everything published so far has reached the sink, by publishing a marker and waiting for it."""
     marker = uuid.uuid4().hex
     stack.boto3_client("sns").publish(TopicArn=stack.env["WANFLOW_TOPIC_ARN"], Message=json.dumps({"marker": marker}))
-    wait_until(lambda: any(n["message"].get("marker") == marker for n in stack.notifications()), message="marker")
+    wait_until(lambda: any(n["message"].get("marker") == marker for n in stack.notifications()), what="marker")
 
 
 def wait_for_end(stack: LocalStack, api: httpx.Client, job_id: str) -> dict[str, Any]:
     """Wait for the job's notification (published only once the job has ended) and return the job."""
-    wait_until(lambda: notifications_for(stack, job_id), message=f"notification for {job_id}")
+    wait_until(lambda: notifications_for(stack, job_id), what=f"notification for {job_id}")
     return api.get(f"/v1/jobs/{job_id}").json()
 
 
@@ -291,7 +272,7 @@ def test_an_image_with_prompt_metadata_in_incoming_starts_a_job(stack, emulator,
     s3.put_object(
         Bucket=bucket,
         Key="incoming/photos/fox.png",
-        Body=png_bytes(),
+        Body=image_bytes(320, 256),
         ContentType="image/png",
         Metadata={"prompt": "a fox in snow", "model": "wan2.2-i2v-flash", "resolution": "480P"},
     )
@@ -301,7 +282,7 @@ def test_an_image_with_prompt_metadata_in_incoming_starts_a_job(stack, emulator,
             for n in job_notifications(stack)
             if n["message"]["job"]["source"] == "s3" and "fox" in json.dumps(n["message"]["job"]["request"])
         ],
-        message="intake notification",
+        what="intake notification",
     )[0]
     job = notification["message"]["job"]
     assert job["status"] == "SUCCEEDED"
@@ -313,7 +294,7 @@ def test_an_image_with_prompt_metadata_in_incoming_starts_a_job(stack, emulator,
 def test_a_manifest_with_a_relative_image_starts_a_job(stack, emulator):
     s3 = stack.boto3_client("s3")
     bucket = stack.env["WANFLOW_INTAKE_BUCKET"]
-    s3.put_object(Bucket=bucket, Key="incoming/batch7/frame.png", Body=png_bytes(), ContentType="image/png")
+    s3.put_object(Bucket=bucket, Key="incoming/batch7/frame.png", Body=image_bytes(320, 256), ContentType="image/png")
     manifest = {
         **FAST_MODEL,
         "input": {"prompt": "waves on a pier", "img_url": "frame.png"},
@@ -322,7 +303,7 @@ def test_a_manifest_with_a_relative_image_starts_a_job(stack, emulator):
     s3.put_object(Bucket=bucket, Key="incoming/batch7/job.json", Body=json.dumps(manifest).encode())
     notification = wait_until(
         lambda: [n for n in job_notifications(stack) if n["message"]["job"]["metadata"].get("batch") == "7"],
-        message="manifest notification",
+        what="manifest notification",
     )[0]
     job = notification["message"]["job"]
     assert job["status"] == "SUCCEEDED"
@@ -337,7 +318,7 @@ def test_poison_input_in_incoming_ends_as_a_failed_job_with_a_notification(stack
     s3.put_object(Bucket=bucket, Key="incoming/broken.json", Body=b"{not json")
     notification = wait_until(
         lambda: [n for n in job_notifications(stack) if "broken.json" in json.dumps(n["message"]["job"]["request"])],
-        message="poison notification",
+        what="poison notification",
     )[0]
     assert notification["message"]["type"] == "job.failed"
     assert notification["message"]["job"]["error"]["code"] == "InvalidParameter"
@@ -351,7 +332,7 @@ def test_duplicate_s3_events_give_one_job(stack, emulator):
     version = s3.put_object(
         Bucket=bucket,
         Key="incoming/dup.png",
-        Body=png_bytes(),
+        Body=image_bytes(320, 256),
         ContentType="image/png",
         Metadata={"prompt": "twice delivered", "model": "wan2.2-i2v-flash", "resolution": "480P"},
     )["VersionId"]
@@ -373,7 +354,7 @@ def test_duplicate_s3_events_give_one_job(stack, emulator):
     queue_url = stack.resources["IntakeQueue"]  # Ref of a queue is its URL
     for _ in range(2):
         sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps(event))
-    wait_until(lambda: _queue_drained(sqs, queue_url), message="intake queue drained")
+    wait_until(lambda: _queue_drained(sqs, queue_url), what="intake queue drained")
     assert len(emulator_tasks(emulator)) == 1
     settle(stack)
     assert len(notifications_for(stack, first["message"]["job"]["job_id"])) == 1
@@ -490,7 +471,9 @@ def test_uploads_give_a_presigned_post_whose_uri_works_as_img_url(stack, api):
     response = api.post("/v1/uploads", json={"content_type": "image/png"})
     assert response.status_code == 201, response.text
     upload = response.json()
-    posted = httpx.post(upload["url"], data=upload["fields"], files={"file": ("x.png", png_bytes(), "image/png")})
+    posted = httpx.post(
+        upload["url"], data=upload["fields"], files={"file": ("x.png", image_bytes(320, 256), "image/png")}
+    )
     assert posted.status_code in (200, 204), posted.text
     job_id = submit(api, job_body(input={"prompt": "uploaded", "img_url": upload["s3_uri"]})).json()["job_id"]
     assert wait_for_end(stack, api, job_id)["status"] == "SUCCEEDED"
