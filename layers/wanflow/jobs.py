@@ -199,7 +199,7 @@ class Job(BaseModel):
             "status": self.status.value,
             "source": self.source.value,
             "model": self.model,
-            "request": self.request,
+            "request": {part: self.request[part] for part in ("input", "parameters") if part in self.request},
             "provider": self.provider.model_dump(exclude_none=True),
             "usage": self.usage,
             "cost_estimate_usd": self.cost_estimate_usd,

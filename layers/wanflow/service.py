@@ -342,7 +342,7 @@ class Wanflow:
             job_id=job_id,
             source=Source.S3,
             model=self.settings.default_model,
-            request={"origin": origin},
+            request={},
             provider=Provider(region=self.settings.dashscope_region),
             created_at=now,
             updated_at=now,
@@ -351,7 +351,7 @@ class Wanflow:
         if not self.store.create(job):
             return self.store.get(job_id)
         details = "; ".join(f"{error.field}: {error.message}" for error in exc.errors)
-        return self._end_failed(job_id, exc.code, f"{exc.message} {details}".strip())
+        return self._end_failed(job_id, exc.code, f"{origin} was not a valid job: {details}")
 
     # --------------------------------------------------------------------------------------------------- poll
 

@@ -317,7 +317,7 @@ def test_poison_input_in_incoming_ends_as_a_failed_job_with_a_notification(stack
     bucket = stack.env["WANFLOW_INTAKE_BUCKET"]
     s3.put_object(Bucket=bucket, Key="incoming/broken.json", Body=b"{not json")
     notification = wait_until(
-        lambda: [n for n in job_notifications(stack) if "broken.json" in json.dumps(n["message"]["job"]["request"])],
+        lambda: [n for n in job_notifications(stack) if "broken.json" in json.dumps(n["message"]["job"]["error"])],
         what="poison notification",
     )[0]
     assert notification["message"]["type"] == "job.failed"
