@@ -12,7 +12,9 @@ import functools
 import json
 import logging
 import mimetypes
+import random
 import re
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -124,10 +126,13 @@ class Wanflow:
         *,
         store: JobStore | None = None,
         dashscope: Callable[[], DashScopeClient] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.settings = settings
         self.store = store or JobStore(settings.jobs_table)
         self._dashscope = dashscope or self._shared_dashscope
+        self._clock, self._sleep = clock, sleep
 
     # ---------------------------------------------------------------------------------------------- DashScope
 
@@ -292,7 +297,7 @@ class Wanflow:
             audio_url=self._fetchable_url(request.input.audio_url) if request.input.audio_url else None,
         )
         try:
-            task = self.dashscope.create_task(body)
+            task = self._create_task(body)
         except RetryLaterError:
             self.store.update(job.job_id, lambda current: current.advance(JobStatus.PENDING, Stage.ACCEPTED))
             raise
@@ -308,6 +313,26 @@ class Wanflow:
         job = self.store.update(job.job_id, lambda current: _record_created(current, task))
         self._start_polling(job)
         return job
+
+    def _create_task(self, body: dict[str, Any]) -> TaskInfo:
+        """Create the task, riding out brief throttling.
+
+        A throttled or refused-before-sending create made no task, so repeating it is safe; DashScope's per-second
+        limits usually clear within a second or two. Only when that budget is spent does the caller see the
+        error (the API answers 429, the intake hands the message back to SQS). An outcome-unknown create is never
+        repeated.
+        """
+        deadline = self._clock() + self.settings.create_retry_seconds
+        delay = 0.25
+        while True:
+            try:
+                return self.dashscope.create_task(body)
+            except RetryLaterError as exc:
+                wait = max(delay, exc.retry_after_seconds or 0.0) * random.uniform(1.0, 1.5)
+                if self._clock() + wait > deadline:
+                    raise
+                self._sleep(wait)
+                delay *= 2
 
     def _start_polling(self, job: Job) -> None:
         try:

@@ -25,6 +25,7 @@ _ENVIRONMENT = {
     "DASHSCOPE_BASE_URL": "dashscope_base_url",
     "WANFLOW_INTAKE_CONCURRENCY": "intake_concurrency",
     "WANFLOW_RECONCILE_AFTER_SECONDS": "reconcile_after_seconds",
+    "WANFLOW_CREATE_RETRY_SECONDS": "create_retry_seconds",
 }
 
 
@@ -47,6 +48,8 @@ class Settings(BaseModel):
     intake_concurrency: int = Field(default=2, ge=1)  # the intake function's maximum concurrency
     # How long after an unanswered create the sweeper looks for its task: DashScope's task list may lag a create.
     reconcile_after_seconds: int = Field(default=120, ge=0)
+    # How long a create may wait out throttling before the caller is told (the API answers within its timeout).
+    create_retry_seconds: float = Field(default=3.0, ge=0)
     # Output video URLs handed to users are short-lived on purpose.
     output_url_ttl_seconds: int = 3600
     # Presigned URLs from which DashScope fetches s3:// inputs; it may fetch them only when the task starts.

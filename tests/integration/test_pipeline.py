@@ -373,17 +373,27 @@ def test_one_idempotency_key_gives_one_job_and_refuses_a_different_body(stack, a
     assert len(emulator_tasks(emulator)) == 1
 
 
-def test_a_throttled_create_answers_429_and_a_retry_succeeds(stack, api, emulator):
-    faults(emulator, {"on": "create", "status": 429})
-    throttled = submit(api, job_body(), **{"Idempotency-Key": "throttled-once"})
+def test_a_brief_throttle_is_ridden_out_without_a_second_task(stack, api, emulator):
+    faults(emulator, {"on": "create", "status": 429, "times": 2})
+    response = submit(api)
+    assert response.status_code == 202, response.text
+    assert wait_for_end(stack, api, response.json()["job_id"])["status"] == "SUCCEEDED"
+    assert len(emulator_tasks(emulator)) == 1
+
+
+def test_persistent_throttling_answers_429_and_a_retry_succeeds(stack, api, emulator):
+    faults(emulator, {"on": "create", "status": 429, "times": -1})
+    throttled = submit(api, job_body(), **{"Idempotency-Key": "throttled"})
     assert throttled.status_code == 429
     assert int(throttled.headers["retry-after"]) >= 1
     assert throttled.json()["code"].startswith("Throttling")
     assert throttled.json()["provider_request_id"]
     assert emulator_tasks(emulator) == []
-    retried = submit(api, job_body(), **{"Idempotency-Key": "throttled-once"})
+    httpx.delete(f"{emulator.root_url}/_emulator/faults").raise_for_status()
+    retried = submit(api, job_body(), **{"Idempotency-Key": "throttled"})
     assert retried.status_code == 202
     assert wait_for_end(stack, api, retried.json()["job_id"])["status"] == "SUCCEEDED"
+    assert len(emulator_tasks(emulator)) == 1
 
 
 def test_a_rejected_create_keeps_dashscopes_code_and_leaves_no_job(stack, api, emulator):
