@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test lint demo local emulator lock bench clean
+.PHONY: help venv test lint demo local emulator build lock bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -35,6 +35,9 @@ local: $(STAMP) ## Serve the whole stack on loopback (HTTP API on :8000, AWS end
 emulator: $(STAMP) ## Serve the DashScope emulator on loopback (:8080)
 	$(BIN)/wanflow emulator --port 8080
 
+build: ## sam build without a container (SAM CLI goes to .venv-sam/ on first use; needs python3.13)
+	scripts/sam-build.sh
+
 bench: $(STAMP) ## Run the benchmarks in bench/ and print their numbers
 	$(BIN)/python -m bench
 
@@ -44,4 +47,4 @@ lock: ## Re-resolve requirements.lock and layers/requirements.txt (needs the reg
 		layers/requirements.in -c requirements.lock -o layers/requirements.txt
 
 clean: ## Remove the virtualenv, caches and build output
-	rm -rf $(VENV) .pytest_cache .ruff_cache .aws-sam out .wanflow
+	rm -rf $(VENV) .venv-sam .pytest_cache .ruff_cache .aws-sam out .wanflow
