@@ -527,23 +527,19 @@ class LocalStack:
                     Bucket=name, NotificationConfiguration=_s3_notification_api_shape(notification)
                 )
 
+    def _create_role(self, suffix: str, service_principal: str) -> str:
+        """A role the service may assume (moto requires one; it enforces no policy)."""
+        trust = {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Principal": {"Service": service_principal}, "Action": "sts:AssumeRole"}],
+        }
+        role = self.boto3_client("iam").create_role(
+            RoleName=f"{self._stack_name}-{suffix}", AssumeRolePolicyDocument=json.dumps(trust)
+        )
+        return role["Role"]["Arn"]
+
     def _create_functions(self) -> None:
-        iam = self.boto3_client("iam")
-        role_arn = iam.create_role(
-            RoleName=f"{self._stack_name}-lambda",
-            AssumeRolePolicyDocument=json.dumps(
-                {
-                    "Version": "2012-10-17",
-                    "Statement": [
-                        {
-                            "Effect": "Allow",
-                            "Principal": {"Service": "lambda.amazonaws.com"},
-                            "Action": "sts:AssumeRole",
-                        }
-                    ],
-                }
-            ),
-        )["Role"]["Arn"]
+        role_arn = self._create_role("lambda", "lambda.amazonaws.com")
         awslambda = self.boto3_client("lambda")
         # Handlers run in-process; moto only needs a function to exist for Step Functions to invoke.
         code = _placeholder_zip()
@@ -606,22 +602,7 @@ class LocalStack:
         return env
 
     def _create_state_machines(self) -> None:
-        iam = self.boto3_client("iam")
-        role_arn = iam.create_role(
-            RoleName=f"{self._stack_name}-states",
-            AssumeRolePolicyDocument=json.dumps(
-                {
-                    "Version": "2012-10-17",
-                    "Statement": [
-                        {
-                            "Effect": "Allow",
-                            "Principal": {"Service": "states.amazonaws.com"},
-                            "Action": "sts:AssumeRole",
-                        }
-                    ],
-                }
-            ),
-        )["Role"]["Arn"]
+        role_arn = self._create_role("states", "states.amazonaws.com")
         sfn = self.boto3_client("stepfunctions")
         for logical_id, raw in self.template.resources_of_type("AWS::Serverless::StateMachine").items():
             name = str(self._resolve(raw["Name"])) if "Name" in raw else self.local_name(logical_id)
