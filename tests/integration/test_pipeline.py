@@ -554,3 +554,48 @@ def test_a_notification_lost_to_crashes_is_published_once_by_the_sweeper(stack, 
     assert_one_notification(stack, job_id, "job.succeeded")
     stack.run_sweeper()  # nothing left to repair: no second notification
     assert_one_notification(stack, job_id, "job.succeeded")
+
+
+SAMPLE_BUCKET = "wanflow-123456789012-ap-southeast-1-intake-1a2b3c4d"  # the intake bucket named in events/
+
+
+def sample_event(stack: LocalStack, name: str) -> dict[str, Any]:
+    """A sample event from events/, pointed at this local stack's intake bucket."""
+    text = (REPO / "events" / name).read_text()
+    return json.loads(text.replace(SAMPLE_BUCKET, stack.env["WANFLOW_INTAKE_BUCKET"]))
+
+
+def test_the_sample_api_event_drives_the_real_api_handler(stack, api, emulator):
+    s3 = stack.boto3_client("s3")
+    s3.put_object(Bucket=stack.env["WANFLOW_INTAKE_BUCKET"], Key="uploads/cat.png", Body=image_bytes(320, 256))
+    result = stack.invoke("ApiFunction", sample_event(stack, "api-create-job.json"))
+    assert result.ok, result.payload
+    response = result.value()
+    assert response["statusCode"] == 202, response
+    job = json.loads(response["body"])
+    assert job["request"]["parameters"]["audio"] is False and job["metadata"] == {"campaign": "spring"}
+    assert wait_for_end(stack, api, job["job_id"])["status"] == "SUCCEEDED"
+
+
+def test_the_sample_sqs_event_drives_the_real_intake_handler(stack, api, emulator):
+    s3 = stack.boto3_client("s3")
+    bucket = stack.env["WANFLOW_INTAKE_BUCKET"]
+    event = sample_event(stack, "sqs-intake-s3-put.json")
+    s3_event = json.loads(event["Records"][0]["body"])
+    # The sample names an object version that only exists in its own bucket: put the object, use its version.
+    version = s3.put_object(
+        Bucket=bucket,
+        Key="incoming/cat.png",
+        Body=image_bytes(320, 256),
+        Metadata={"prompt": "a cat", "model": "wan2.2-i2v-flash", "resolution": "480P"},
+    )["VersionId"]
+    s3_event["Records"][0]["s3"]["object"]["versionId"] = version
+    event["Records"][0]["body"] = json.dumps(s3_event)
+    result = stack.invoke("IntakeFunction", event)
+    assert result.ok and result.value() == {"batchItemFailures": []}, result.payload
+    notification = wait_until(
+        lambda: [
+            n for n in job_notifications(stack) if n["message"]["job"]["request"]["input"].get("prompt") == "a cat"
+        ]
+    )
+    assert len(notification) == 1  # the upload's own event and the sample's name the same object version
