@@ -28,7 +28,6 @@ def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Resp
 
 
 @app.post("/v1/jobs")
-@tracer.capture_method
 def create_job() -> Response:
     event = app.current_event
     body = parse_json_body(event.decoded_body, event.raw_event.get("body"))
@@ -42,21 +41,18 @@ def create_job() -> Response:
 
 
 @app.get("/v1/jobs")
-@tracer.capture_method
 def list_jobs() -> Response:
     status, limit, cursor = list_query(app.current_event.query_string_parameters or {})
     return _json(200, application().list(status=status, limit=limit, cursor=cursor))
 
 
 @app.get("/v1/jobs/<job_id>")
-@tracer.capture_method
 def get_job(job_id: str) -> Response:
     logger.set_correlation_id(job_id)
     return _json(200, application().get(job_id_from_path(job_id)))
 
 
 @app.post("/v1/jobs/<job_id>/cancel")
-@tracer.capture_method
 def cancel_job(job_id: str) -> Response:
     logger.set_correlation_id(job_id)
     job = application().cancel(job_id_from_path(job_id))
@@ -64,7 +60,6 @@ def cancel_job(job_id: str) -> Response:
 
 
 @app.post("/v1/uploads")
-@tracer.capture_method
 def create_upload() -> Response:
     event = app.current_event
     body = parse_json_body(event.decoded_body, event.raw_event.get("body"))

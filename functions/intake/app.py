@@ -18,7 +18,6 @@ from wanflow.observability import logger, metrics, tracer
 processor = BatchProcessor(event_type=EventType.SQS)
 
 
-@tracer.capture_method
 def record_handler(record: SQSRecord) -> None:
     for created in objects_in_message(record.body):
         job = submit_paced(created)

@@ -474,6 +474,13 @@ def test_api_errors_name_the_field_and_spend_nothing(stack, api, emulator):
     assert api.post("/v1/jobs", content=b"{oops").json()["errors"][0]["field"] == "body"
     assert api.get("/v1/jobs/" + "0" * 32).status_code == 404
     assert api.get("/v1/jobs", params={"status": "DONE"}).status_code == 400
+    too_large = api.post(
+        "/v1/jobs",
+        content=b'{"pad": "' + b"a" * (5 * 1024 * 1024 + 100_000) + b'"}',
+        headers={"content-type": "application/json"},
+    )
+    assert too_large.status_code == 413
+    assert "/v1/uploads" in too_large.json()["message"]
     assert emulator_tasks(emulator) == []
 
 
