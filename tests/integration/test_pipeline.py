@@ -602,7 +602,8 @@ def test_the_sample_sqs_event_drives_the_real_intake_handler(stack, api, emulato
     assert result.ok and result.value() == {"batchItemFailures": []}, result.payload
 
     def cat_jobs() -> list[dict[str, Any]]:
-        return [n for n in job_notifications(stack) if n["message"]["job"]["request"]["input"].get("prompt") == "a cat"]
+        jobs = [n["message"]["job"] for n in job_notifications(stack)]
+        return [job for job in jobs if job["request"].get("input", {}).get("prompt") == "a cat"]
 
     wait_until(cat_jobs)
     settle(stack)
