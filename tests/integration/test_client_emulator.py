@@ -26,7 +26,7 @@ from wanflow.dashscope import (
     ThrottledError,
 )
 from wanflow.errors import job_error_for_task
-from wanflow_tools.emulator import Emulator, EmulatorConfig
+from wanflow_tools.emulator import Emulator
 from wanflow_tools.testing import ManualClock, image_data_uri
 
 API_KEY = "sk-emulator-SECRET-91c0d2b7"
@@ -60,26 +60,15 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-def start_emulator(clock: ManualClock) -> Iterator[Callable[..., Emulator]]:
-    """Starts an emulator with the given settings on the manual clock; every one started is stopped."""
-    started: list[Emulator] = []
-
-    def start(**settings: Any) -> Emulator:
-        config = EmulatorConfig(
-            api_key=API_KEY,
-            pending_seconds=PENDING_SECONDS,
-            running_seconds=RUNNING_SECONDS,
-            clock=clock,
-            render_workers=1,
-        )
-        emulator = Emulator(config, **settings)
-        emulator.start()
-        started.append(emulator)
-        return emulator
-
-    yield start
-    for emulator in started:
-        emulator.stop()
+def emulator_defaults(clock: ManualClock) -> dict[str, Any]:
+    """Emulators on the manual clock, requiring this module's key, with its timings."""
+    return {
+        "api_key": API_KEY,
+        "pending_seconds": PENDING_SECONDS,
+        "running_seconds": RUNNING_SECONDS,
+        "clock": clock,
+        "render_workers": 1,
+    }
 
 
 @pytest.fixture
