@@ -112,7 +112,9 @@ def run(args: argparse.Namespace) -> int:
         return 1
 
     finished = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: finished.set())
+    # SIGINT explicitly too: a shell starts background jobs with SIGINT ignored, and `kill -INT` should still stop it.
+    for stop_signal in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop_signal, lambda *_: finished.set())
     keys = "only the configured API key" if config.api_key else "any Bearer API key"
     print(f"DashScope emulator ready: {base_url}  (accepting {keys}; Ctrl-C stops)", flush=True)
     print(f"  export DASHSCOPE_BASE_URL={base_url}", flush=True)
