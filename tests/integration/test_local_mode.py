@@ -167,7 +167,7 @@ def subprocess_environment(**extra: str) -> dict[str, str]:
     environ = {
         name: value for name, value in os.environ.items() if not name.startswith(("DASHSCOPE_", "WANFLOW_", "AWS_"))
     }
-    environ.update(PYTHONUNBUFFERED="1", WANFLOW_POLL_INTERVAL_SECONDS="1", **extra)
+    environ.update(PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1", WANFLOW_POLL_INTERVAL_SECONDS="1", **extra)
     return environ
 
 
@@ -323,7 +323,13 @@ def test_the_printed_aws_cli_example_works_as_printed(local_stack: LocalStack) -
 def test_sigint_stops_everything_cleanly(local_stack: LocalStack) -> None:
     popen = local_stack.process.popen
     popen.send_signal(signal.SIGINT)
-    assert popen.wait(timeout=30) == 0
+    try:
+        assert popen.wait(timeout=30) == 0
+    except subprocess.TimeoutExpired:
+        popen.send_signal(signal.SIGABRT)  # faulthandler (enabled for the child) dumps every thread's stack
+        popen.wait(timeout=10)
+        local_stack.stderr_reader.join(timeout=10)
+        pytest.fail("wanflow local did not stop within 30 s:\n" + "".join(local_stack.stderr_lines)[-20000:])
     local_stack.stderr_reader.join(timeout=10)
     stderr = "".join(local_stack.stderr_lines)
     assert "Traceback" not in stderr, stderr[-5000:]
