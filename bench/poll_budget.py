@@ -1,6 +1,6 @@
 """Step Functions state transitions and DashScope queries per job, for tasks of 1 minute, 5 minutes and 24 hours.
 
-Counts come from the poll policy itself (`wanflow.service.next_poll_wait`) and the shape of
+Counts come from the poll policy itself (`wanflow.usecases.poll.next_poll_wait`) and the shape of
 statemachine/job.asl.json (each loop is Wait -> CheckStatus -> Choice), so they change when either changes.
 """
 
@@ -10,7 +10,7 @@ import json
 from datetime import timedelta
 from pathlib import Path
 
-from wanflow.service import next_poll_wait
+from wanflow.usecases.poll import next_poll_wait
 
 STATE_MACHINE = Path(__file__).resolve().parent.parent / "statemachine" / "job.asl.json"
 HISTORY_LIMIT = 25_000

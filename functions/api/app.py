@@ -1,4 +1,4 @@
-"""HTTP API (PRODUCT.md section 2): parse the request, call the domain, shape the reply."""
+"""HTTP API (docs/product.md section 2): parse the request, call the domain, shape the reply."""
 
 from __future__ import annotations
 
@@ -9,16 +9,20 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from wanflow.api import (
+from wanflow.errors import WanflowError
+from wanflow.http import (
     error_response,
     job_id_from_path,
     list_query,
     parse_json_body,
     principal_of,
 )
-from wanflow.errors import WanflowError
 from wanflow.observability import logger, metrics, tracer
-from wanflow.service import application
+from wanflow.usecases import queries
+from wanflow.usecases.cancel import cancel_job as cancel
+from wanflow.usecases.submit import submit_api_job
+from wanflow.usecases.views import job_view
+from wanflow.wiring import dependencies
 
 app = APIGatewayHttpResolver()
 
@@ -31,32 +35,35 @@ def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Resp
 def create_job() -> Response:
     event = app.current_event
     body = parse_json_body(event.decoded_body, event.raw_event.get("body"))
-    job, created = application().submit_from_api(
-        body, idempotency_key=event.headers.get("idempotency-key"), principal=principal_of(event.raw_event)
+    job, created = submit_api_job(
+        dependencies(),
+        body,
+        idempotency_key=event.headers.get("idempotency-key"),
+        principal=principal_of(event.raw_event),
     )
     logger.set_correlation_id(job.job_id)
     if created:
         metrics.add_metric(name="JobsSubmitted", unit="Count", value=1)
-    return _json(202, application().job_view(job), {"Location": f"/v1/jobs/{job.job_id}"})
+    return _json(202, job_view(dependencies(), job), {"Location": f"/v1/jobs/{job.job_id}"})
 
 
 @app.get("/v1/jobs")
 def list_jobs() -> Response:
     status, limit, cursor = list_query(app.current_event.query_string_parameters or {})
-    return _json(200, application().list(status=status, limit=limit, cursor=cursor))
+    return _json(200, queries.list_jobs(dependencies(), status=status, limit=limit, cursor=cursor))
 
 
 @app.get("/v1/jobs/<job_id>")
 def get_job(job_id: str) -> Response:
     logger.set_correlation_id(job_id)
-    return _json(200, application().get(job_id_from_path(job_id)))
+    return _json(200, queries.get_job(dependencies(), job_id_from_path(job_id)))
 
 
 @app.post("/v1/jobs/<job_id>/cancel")
 def cancel_job(job_id: str) -> Response:
     logger.set_correlation_id(job_id)
-    job = application().cancel(job_id_from_path(job_id))
-    return _json(200, application().job_view(job))
+    job = cancel(dependencies(), job_id_from_path(job_id))
+    return _json(200, job_view(dependencies(), job))
 
 
 @app.post("/v1/uploads")
@@ -64,7 +71,7 @@ def create_upload() -> Response:
     event = app.current_event
     body = parse_json_body(event.decoded_body, event.raw_event.get("body"))
     content_type = body.get("content_type") if isinstance(body, dict) else None
-    return _json(201, application().create_upload(str(content_type or "")))
+    return _json(201, queries.create_upload(dependencies(), str(content_type or "")))
 
 
 @app.exception_handler(WanflowError)

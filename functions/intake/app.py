@@ -1,4 +1,4 @@
-"""S3 intake (PRODUCT.md section 3): SQS batches of S3 ObjectCreated events under incoming/ start jobs.
+"""S3 intake (docs/product.md section 3): SQS batches of S3 ObjectCreated events under incoming/ start jobs.
 
 Throttled submissions are reported as batch item failures: SQS hands them back after the visibility timeout,
 so nothing is dropped. Everything else ends as a job (FAILED with a notification for poison input).
@@ -9,18 +9,25 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from wanflow.intake import objects_in_message, submit_paced
+from wanflow.events import IntakeRecord
 from wanflow.observability import logger, metrics, tracer
+from wanflow.usecases.intake import SubmitPacer, objects_in_notification, start_intake_job
+from wanflow.wiring import dependencies
 
-processor = BatchProcessor(event_type=EventType.SQS)
+processor = BatchProcessor(event_type=EventType.SQS, model=IntakeRecord)
+# One pacer per container: this worker's share of each model's submit rate, across invocations.
+_pacer: SubmitPacer | None = None
 
 
-def record_handler(record: SQSRecord) -> None:
-    for created in objects_in_message(record.body):
-        job = submit_paced(created)
+def record_handler(record: IntakeRecord) -> None:
+    global _pacer
+    deps = dependencies()
+    if _pacer is None:
+        _pacer = SubmitPacer(deps.settings.intake_concurrency)
+    for created in objects_in_notification(record.body):
+        job = start_intake_job(deps, created, _pacer)
         if job is not None:
             logger.info("intake job", extra={"job_id": job.job_id, "status": job.status, "key": created.key})
             metrics.add_metric(name="IntakeJobs", unit="Count", value=1)

@@ -6,16 +6,18 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from wanflow.events import ExecutionInput
 from wanflow.observability import logger, metrics, tracer
-from wanflow.service import application
+from wanflow.usecases.poll import check_status
+from wanflow.wiring import dependencies
 
 
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    job_id = event["job_id"]
-    logger.set_correlation_id(job_id)
-    result = application().poll(job_id, int(event.get("poll", {}).get("polls", 0)))
+    state = ExecutionInput.model_validate(event)
+    logger.set_correlation_id(state.job_id)
+    result = check_status(dependencies(), state.job_id, state.poll.polls)
     logger.info("polled", extra={"next": result.next, "polls": result.polls})
     return result.as_state()

@@ -7,14 +7,15 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from wanflow.observability import logger, metrics, tracer
-from wanflow.service import application
+from wanflow.usecases.sweep import sweep
+from wanflow.wiring import dependencies
 
 
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, int]:
-    repairs = application().sweep()
+    repairs = sweep(dependencies())
     for repair, count in repairs.items():
         metrics.add_metric(name=f"Sweeper_{repair}", unit="Count", value=count)
     logger.info("sweep done", extra={"repairs": repairs})

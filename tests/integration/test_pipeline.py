@@ -21,8 +21,10 @@ import httpx
 import jsonschema
 import pytest
 
-from wanflow import notify, service, workflow
-from wanflow.service import reset_application
+from wanflow.adapters.notifier import SnsNotifier
+from wanflow.adapters.workflow import StepFunctionsWorkflow, execution_arn
+from wanflow.usecases import sweep
+from wanflow.wiring import reset as reset_application
 from wanflow_tools.emulator import Emulator, EmulatorConfig
 from wanflow_tools.local.stack import LocalStack
 from wanflow_tools.testing import image_bytes, image_data_uri
@@ -512,8 +514,6 @@ def test_list_is_newest_first_and_paginates(stack, api):
 
 
 def _execution_arn(stack: LocalStack, job_id: str) -> str:
-    from wanflow.workflow import execution_arn
-
     return execution_arn(stack.env["WANFLOW_STATE_MACHINE_ARN"], job_id)
 
 
@@ -531,11 +531,12 @@ def test_the_sweeper_starts_a_poll_loop_that_never_started(stack, api, monkeypat
         raise RuntimeError("Step Functions unavailable")
 
     with monkeypatch.context() as patch:
-        patch.setattr(workflow, "start_polling", refuse)
+        patch.setattr(StepFunctionsWorkflow, "start_polling", refuse)
         response = submit(api)
     assert response.status_code == 202  # the task exists at DashScope: the job is accepted all the same
     job_id = response.json()["job_id"]
-    assert workflow.execution_status(stack.env["WANFLOW_STATE_MACHINE_ARN"], job_id) is None
+    workflow = StepFunctionsWorkflow(stack.boto3_client("stepfunctions"), stack.env["WANFLOW_STATE_MACHINE_ARN"])
+    assert workflow.execution_status(job_id) is None
     repairs = stack.run_sweeper().value()
     assert repairs.get("execution_started") == 1, repairs
     assert wait_for_end(stack, api, job_id)["status"] == "SUCCEEDED"
@@ -547,7 +548,7 @@ def test_a_notification_lost_to_crashes_is_published_once_by_the_sweeper(stack, 
         raise RuntimeError("SNS unavailable")
 
     with monkeypatch.context() as patch:
-        patch.setattr(notify, "publish_job_event", broken_publish)
+        patch.setattr(SnsNotifier, "publish_job_event", broken_publish)
         job_id = submit(api).json()["job_id"]
         stack.wait_for_execution(_execution_arn(stack, job_id), timeout=TIMEOUT)
     assert api.get(f"/v1/jobs/{job_id}").json()["status"] == "SUCCEEDED"  # the video is stored and verified
@@ -556,7 +557,7 @@ def test_a_notification_lost_to_crashes_is_published_once_by_the_sweeper(stack, 
     settle(stack)
     assert notifications_for(stack, job_id) == []
     with monkeypatch.context() as patch:
-        patch.setattr(service, "UNCONFIRMED_NOTIFICATION", timedelta(0))
+        patch.setattr(sweep, "UNCONFIRMED_NOTIFICATION", timedelta(0))
         assert stack.run_sweeper().value().get("notification_published") == 1
     assert_one_notification(stack, job_id, "job.succeeded")
     stack.run_sweeper()  # nothing left to repair: no second notification

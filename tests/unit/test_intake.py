@@ -8,7 +8,7 @@ import pytest
 
 from wanflow.capabilities import MODELS
 from wanflow.errors import RetryLaterError
-from wanflow.intake import SubmitPacer, objects_in_message
+from wanflow.usecases.intake import SubmitPacer, objects_in_message
 
 
 class FakeTime:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from wanflow.jobs import Job, JobStatus, Provider, Source, Stage, TransitionRefused, derived_job_id, fingerprint
-from wanflow.service import next_poll_wait
+from wanflow.usecases.poll import next_poll_wait
 
 
 def new_job() -> Job:

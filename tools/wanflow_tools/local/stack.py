@@ -782,7 +782,7 @@ def _check_port_free(host: str, port: int) -> None:
 def _reset_wanflow_caches() -> None:
     """Make the handlers re-read the environment: wanflow caches its settings and clients per process."""
     try:
-        from wanflow.service import reset_application
+        from wanflow.wiring import reset as reset_application
     except ImportError:  # the domain package is optional for the runtime itself
         return
     reset_application()

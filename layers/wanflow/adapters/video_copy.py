@@ -1,21 +1,17 @@
-"""S3 adapter: presigned URLs, small objects, and the constant-memory copy of a video from its URL into S3."""
+"""The constant-memory copy of a video from its (signed, short-lived) URL into S3, verified on the way."""
 
 from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
-from botocore.exceptions import ClientError
 
-from wanflow.aws import client
 from wanflow.errors import JobErrorCode, JobFailure, TransientError
+from wanflow.ports import StoredObject
 
 PART_SIZE = 8 * 1024 * 1024  # S3 multipart part size
 PARTS_IN_FLIGHT = 2  # parts uploading while the download goes on; memory is bounded by (this + 1) parts
@@ -24,77 +20,8 @@ DOWNLOAD_TIMEOUT = httpx.Timeout(connect=10.0, read=60.0, write=10.0, pool=10.0)
 _EXPIRED_URL_STATUSES = frozenset({401, 403, 404, 410})
 
 
-@dataclass(frozen=True)
-class StoredObject:
-    s3_uri: str
-    bytes: int
-    sha256: str
-
-
-def parse_s3_uri(uri: str) -> tuple[str, str]:
-    parts = urlsplit(uri)
-    if parts.scheme != "s3" or not parts.netloc or not parts.path.lstrip("/"):
-        raise ValueError(f"not an s3://bucket/key URI: {uri}")
-    return parts.netloc, parts.path.lstrip("/")
-
-
-def presigned_get(bucket: str, key: str, ttl_seconds: int) -> str:
-    return client("s3").generate_presigned_url(
-        "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=ttl_seconds
-    )
-
-
-def presigned_post(bucket: str, key: str, content_type: str, max_bytes: int, ttl_seconds: int) -> dict[str, Any]:
-    return client("s3").generate_presigned_post(
-        Bucket=bucket,
-        Key=key,
-        Fields={"Content-Type": content_type},
-        Conditions=[{"Content-Type": content_type}, ["content-length-range", 1, max_bytes]],
-        ExpiresIn=ttl_seconds,
-    )
-
-
-def put_bytes(bucket: str, key: str, data: bytes, content_type: str) -> None:
-    client("s3").put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
-
-
-def put_json(bucket: str, key: str, document: Any) -> None:
-    put_bytes(bucket, key, json.dumps(document, indent=2).encode(), "application/json")
-
-
-def get_bytes(bucket: str, key: str, *, version_id: str | None = None, max_bytes: int | None = None) -> bytes:
-    params: dict[str, Any] = {"Bucket": bucket, "Key": key}
-    if version_id:
-        params["VersionId"] = version_id
-    response = client("s3").get_object(**params)
-    if max_bytes is not None and response["ContentLength"] > max_bytes:
-        response["Body"].close()
-        raise ValueError(f"s3://{bucket}/{key} is {response['ContentLength']} bytes; at most {max_bytes}")
-    return response["Body"].read()
-
-
-def sha256_of(bucket: str, key: str) -> str:
-    """SHA-256 of an object, streamed (videos can be gigabytes)."""
-    digest = hashlib.sha256()
-    body = client("s3").get_object(Bucket=bucket, Key=key)["Body"]
-    for chunk in body.iter_chunks(1024 * 1024):
-        digest.update(chunk)
-    return digest.hexdigest()
-
-
-def head(bucket: str, key: str, *, version_id: str | None = None) -> dict[str, Any] | None:
-    params: dict[str, Any] = {"Bucket": bucket, "Key": key}
-    if version_id:
-        params["VersionId"] = version_id
-    try:
-        return client("s3").head_object(**params)
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound", "NoSuchVersion"}:
-            return None
-        raise
-
-
 def copy_url_to_s3(
+    s3: Any,
     url: str,
     bucket: str,
     key: str,
@@ -108,7 +35,6 @@ def copy_url_to_s3(
     Memory stays at one part whatever the size. A failed or short download aborts the upload, so no partial
     object ever appears; an expired URL raises JobFailure, anything that may pass raises TransientError.
     """
-    s3 = client("s3")
     owns_http = http is None
     http = http or httpx.Client(timeout=DOWNLOAD_TIMEOUT, follow_redirects=True)
     upload = s3.create_multipart_upload(Bucket=bucket, Key=key, ContentType=content_type, Metadata=metadata)

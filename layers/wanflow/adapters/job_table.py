@@ -1,40 +1,33 @@
-"""DynamoDB adapter for jobs.
+"""DynamoDB adapter for jobs: the `JobRepository` of a deployed stack.
 
 Each job is one item: the whole job as a JSON document (`doc`) plus the attributes DynamoDB needs to index it.
-Every change is a read-modify-write guarded by the item's `version`, so concurrent writers (the status poller, a
-cancel, a second finalizer run) never overwrite each other: the loser re-reads and re-applies its change, and the
-status machine in `Job.advance` decides whether that change still makes sense.
+Every write is conditional on the item's `version` (see `wanflow.ports.JobRepository` for why).
 """
 
 from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 from boto3.dynamodb.conditions import Key
 from botocore.exceptions import ClientError
 
-from wanflow.aws import resource
 from wanflow.jobs import Job, JobStatus
+from wanflow.ports import JobRepository, VersionConflict
 
 RECORD_TYPE = "job"
 KEEP_FINISHED_JOBS = timedelta(days=90)  # TTL: finished jobs are deleted this long after they end
-MAX_WRITE_ATTEMPTS = 8
 
 
-class VersionConflict(Exception):
-    """Someone else changed the job between our read and our write."""
+class JobTable(JobRepository):
+    """Jobs in one DynamoDB table (keys and indexes in docs/architecture.md); `table` is a boto3 Table."""
 
-
-class JobStore:
-    def __init__(self, table_name: str) -> None:
-        self._table = resource("dynamodb").Table(table_name)
+    def __init__(self, table: Any) -> None:
+        self._table = table
 
     def create(self, job: Job) -> bool:
-        """Store a new job; False if a job with this id already exists (a duplicate event or request)."""
         try:
             self._table.put_item(Item=self._item(job), ConditionExpression="attribute_not_exists(job_id)")
         except ClientError as exc:
@@ -48,7 +41,6 @@ class JobStore:
         return _job_from_item(item) if item else None
 
     def save(self, job: Job) -> Job:
-        """Write `job` if nobody changed it since it was read; raises VersionConflict otherwise."""
         expected = job.version
         job.version = expected + 1
         try:
@@ -65,24 +57,7 @@ class JobStore:
             raise
         return job
 
-    def update(self, job_id: str, change: Callable[[Job], None]) -> Job:
-        """Apply `change` to the current job and save it, re-reading and retrying on concurrent writes.
-
-        `change` may raise (e.g. `TransitionRefused`) to leave the job as it is.
-        """
-        for _ in range(MAX_WRITE_ATTEMPTS):
-            job = self.get(job_id)
-            if job is None:
-                raise LookupError(f"job {job_id} does not exist")
-            change(job)
-            try:
-                return self.save(job)
-            except VersionConflict:
-                continue
-        raise VersionConflict(f"job {job_id}: too many concurrent updates")
-
     def delete(self, job: Job) -> None:
-        """Remove a job that never reached DashScope (the API refused it after storing it)."""
         self._table.delete_item(
             Key={"job_id": job.job_id},
             ConditionExpression="#version = :expected",
@@ -90,10 +65,9 @@ class JobStore:
             ExpressionAttributeValues={":expected": job.version},
         )
 
-    def list(
+    def page(
         self, *, status: JobStatus | None = None, limit: int = 20, cursor: str | None = None
     ) -> tuple[list[Job], str | None]:
-        """Jobs newest first, optionally of one status; returns (jobs, cursor of the next page or None)."""
         query: dict[str, Any] = {"ScanIndexForward": False, "Limit": limit}
         if status is None:
             query |= {"IndexName": "by_created", "KeyConditionExpression": Key("record_type").eq(RECORD_TYPE)}
@@ -107,16 +81,13 @@ class JobStore:
         return jobs, _encode_cursor(last_key) if last_key else None
 
     def unfinished(self) -> list[Job]:
-        """Every PENDING and RUNNING job, for the sweeper."""
         return [job for status in (JobStatus.PENDING, JobStatus.RUNNING) for job in self._with_status(status)]
 
     def finished_since(self, since: str) -> list[Job]:
-        """Jobs that ended (any final status) and were created at or after `since` (RFC 3339), for the sweeper."""
         final = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED)
         return [job for status in final for job in self._with_status(status, since=since)]
 
     def created_between(self, start: str, end: str) -> list[Job]:
-        """Jobs created in [start, end] (RFC 3339 strings), for matching DashScope tasks to jobs."""
         condition = Key("record_type").eq(RECORD_TYPE) & Key("created_at").between(start, end)
         return self._query_all({"IndexName": "by_created", "KeyConditionExpression": condition})
 

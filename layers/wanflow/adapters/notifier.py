@@ -1,0 +1,44 @@
+"""SNS adapter: the `wanflow.job.v1` event (schemas/job-event.v1.schema.json), one per job when it ends."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from wanflow.jobs import Job, JobStatus, rfc3339, utc_now
+
+SCHEMA = "wanflow.job.v1"
+EVENT_TYPES = {
+    JobStatus.SUCCEEDED: "job.succeeded",
+    JobStatus.FAILED: "job.failed",
+    JobStatus.CANCELED: "job.canceled",
+}
+
+
+def job_event(job: Job, job_view: dict[str, Any]) -> dict[str, Any]:
+    return {"schema": SCHEMA, "type": EVENT_TYPES[job.status], "time": rfc3339(utc_now()), "job": job_view}
+
+
+class SnsNotifier:
+    """The `Notifier` of a deployed stack; `sns` is a boto3 SNS client."""
+
+    def __init__(self, sns: Any, topic_arn: str) -> None:
+        self._sns = sns
+        self._topic_arn = topic_arn
+
+    def publish_job_event(self, job: Job, job_view: dict[str, Any]) -> str:
+        event = job_event(job, job_view)
+        attributes = {
+            "type": event["type"],
+            "status": job.status.value,
+            "model": job.model,
+            "source": job.source.value,
+        }
+        response = self._sns.publish(
+            TopicArn=self._topic_arn,
+            Message=json.dumps(event),
+            MessageAttributes={
+                name: {"DataType": "String", "StringValue": value} for name, value in attributes.items()
+            },
+        )
+        return str(response["MessageId"])

@@ -1,0 +1,167 @@
+"""The interfaces the use cases talk to: the job table, object storage, the workflow engine, the notifier and
+DashScope.
+
+The use cases in `wanflow.usecases` take these as arguments (see `wanflow.usecases.context.Dependencies`), so the
+same rules run against AWS in Lambda, against moto in the end-to-end tests, and against the in-memory fakes of
+`wanflow_tools.fakes` in the fast domain tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from wanflow.dashscope import TaskInfo, TaskPage
+from wanflow.jobs import Job, JobStatus
+
+# How often `JobRepository.update` re-reads and re-applies a change that lost a race with another writer.
+MAX_WRITE_ATTEMPTS = 8
+
+
+class VersionConflict(Exception):
+    """Someone else changed the job between our read and our write."""
+
+
+class JobRepository:
+    """Where jobs live. Every change is a read-modify-write guarded by the job's `version`.
+
+    Concurrent writers (the status poller, a cancel, a second finalizer run) never overwrite each other: the
+    loser re-reads and re-applies its change, and the status machine in `Job.advance` decides whether that change
+    still makes sense. Implementations provide the storage primitives; `update` is the same for all of them.
+    """
+
+    def create(self, job: Job) -> bool:
+        """Store a new job; False if a job with this id already exists (a duplicate event or request)."""
+        raise NotImplementedError
+
+    def get(self, job_id: str) -> Job | None:
+        raise NotImplementedError
+
+    def save(self, job: Job) -> Job:
+        """Write `job` if nobody changed it since it was read (bumping its version); VersionConflict otherwise."""
+        raise NotImplementedError
+
+    def delete(self, job: Job) -> None:
+        """Remove a job that never reached DashScope, if nobody changed it since it was read."""
+        raise NotImplementedError
+
+    def page(
+        self, *, status: JobStatus | None = None, limit: int = 20, cursor: str | None = None
+    ) -> tuple[list[Job], str | None]:
+        """Jobs newest first, optionally of one status; (jobs, cursor of the next page or None).
+
+        ValueError for a cursor this repository did not hand out.
+        """
+        raise NotImplementedError
+
+    def unfinished(self) -> list[Job]:
+        """Every PENDING and RUNNING job, for the sweeper."""
+        raise NotImplementedError
+
+    def finished_since(self, since: str) -> list[Job]:
+        """Jobs that ended (any final status) and were created at or after `since` (RFC 3339)."""
+        raise NotImplementedError
+
+    def created_between(self, start: str, end: str) -> list[Job]:
+        """Jobs created in [start, end] (RFC 3339 strings), for matching DashScope tasks to jobs."""
+        raise NotImplementedError
+
+    def update(self, job_id: str, change: Callable[[Job], None]) -> Job:
+        """Apply `change` to the current job and save it, re-reading and retrying on concurrent writes.
+
+        `change` may raise (e.g. `TransitionRefused`) to leave the job as it is.
+        """
+        for _ in range(MAX_WRITE_ATTEMPTS):
+            job = self.get(job_id)
+            if job is None:
+                raise LookupError(f"job {job_id} does not exist")
+            change(job)
+            try:
+                return self.save(job)
+            except VersionConflict:
+                continue
+        raise VersionConflict(f"job {job_id}: too many concurrent updates")
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """An object wanflow wrote and verified."""
+
+    s3_uri: str
+    bytes: int
+    sha256: str
+
+
+class ObjectStorage(Protocol):
+    """S3: inputs in the intake bucket, videos and job documents in the output bucket."""
+
+    def get_bytes(self, bucket: str, key: str, *, version_id: str | None = None, max_bytes: int | None = None) -> bytes:
+        """The object's bytes; ValueError if it is larger than `max_bytes`; the client's error if it is missing."""
+        ...
+
+    def head(self, bucket: str, key: str, *, version_id: str | None = None) -> dict[str, Any] | None:
+        """The object's HEAD (ContentLength, Metadata, ...), or None if there is no such object."""
+        ...
+
+    def put_bytes(self, bucket: str, key: str, data: bytes, content_type: str) -> None: ...
+
+    def put_json(self, bucket: str, key: str, document: Any) -> None: ...
+
+    def sha256_of(self, bucket: str, key: str) -> str: ...
+
+    def presigned_get(self, bucket: str, key: str, ttl_seconds: int) -> str: ...
+
+    def presigned_post(
+        self, bucket: str, key: str, content_type: str, max_bytes: int, ttl_seconds: int
+    ) -> dict[str, Any]: ...
+
+    def copy_url_to_s3(
+        self, url: str, bucket: str, key: str, *, content_type: str, metadata: dict[str, str]
+    ) -> StoredObject:
+        """Stream `url` into the object, verified; never leaves a partial object (see adapters.video_copy)."""
+        ...
+
+
+class WorkflowEngine(Protocol):
+    """Step Functions: one poll-loop execution per job, named after the job so that it can never run twice."""
+
+    def start_polling(self, job_id: str, first_wait_seconds: int) -> bool:
+        """Start the job's poll loop; False if it already has one."""
+        ...
+
+    def execution_status(self, job_id: str) -> str | None:
+        """RUNNING, SUCCEEDED, FAILED, TIMED_OUT or ABORTED; None when the job has no execution."""
+        ...
+
+    def stop_polling(self, job_id: str, cause: str) -> None: ...
+
+
+class Notifier(Protocol):
+    """SNS: the `wanflow.job.v1` event of a finished job."""
+
+    def publish_job_event(self, job: Job, job_view: dict[str, Any]) -> str:
+        """Publish the event; returns the message id."""
+        ...
+
+
+class DashScopeApi(Protocol):
+    """The four DashScope task operations wanflow uses (`wanflow.dashscope.DashScopeClient` in production)."""
+
+    def create_task(self, body: dict[str, Any]) -> TaskInfo: ...
+
+    def get_task(self, task_id: str) -> TaskInfo: ...
+
+    def cancel_task(self, task_id: str) -> None: ...
+
+    def list_tasks(
+        self,
+        *,
+        start_time: datetime,
+        end_time: datetime,
+        model_name: str | None = None,
+        status: str | None = None,
+        page_no: int = 1,
+        page_size: int = 10,
+    ) -> TaskPage: ...

@@ -1,0 +1,30 @@
+"""`POST /v1/jobs/{id}/cancel`: a job not yet at DashScope ends at once; a PENDING task is canceled there first."""
+
+from __future__ import annotations
+
+from wanflow.dashscope import TaskStatus
+from wanflow.errors import Conflict, RejectedError
+from wanflow.jobs import Job, JobStatus, Stage
+from wanflow.usecases import ending
+from wanflow.usecases.context import Dependencies, require_job
+
+
+def cancel_job(deps: Dependencies, job_id: str) -> Job:
+    job = require_job(deps, job_id)
+    if job.status.is_final:
+        raise Conflict(f"job {job_id} already ended as {job.status.value}")
+    if job.stage is Stage.ACCEPTED:
+        return ending.end(deps, job_id, lambda current: current.advance(JobStatus.CANCELED, Stage.DONE))
+    if job.stage is not Stage.SUBMITTED or job.status is not JobStatus.PENDING or not job.provider.task_id:
+        raise Conflict(f"job {job_id} can no longer be canceled: DashScope is already working on it")
+    try:
+        deps.dashscope.cancel_task(job.provider.task_id)
+    except RejectedError as exc:
+        raise Conflict(f"DashScope refused to cancel the task: {exc.message}") from None
+    deps.workflow.stop_polling(job_id, "canceled by the user")
+
+    def canceled(current: Job) -> None:
+        current.advance(JobStatus.CANCELED, Stage.DONE)
+        current.provider.task_status = TaskStatus.CANCELED.value
+
+    return ending.end(deps, job_id, canceled)

@@ -1,0 +1,211 @@
+"""A job from an object uploaded under `incoming/` (docs/product.md section 3), paced under the submit rate.
+
+One object version gives one job, however often S3 delivers its event. Input that can never work ends as a
+FAILED job with a notification; throttling raises RetryLaterError, so that SQS hands the message back later.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from wanflow.capabilities import ModelSpec
+from wanflow.errors import FieldError, InvalidRequest, RetryLaterError, ThrottledError
+from wanflow.events import S3Notification
+from wanflow.jobs import Job, Provider, Source, Stage, derived_job_id, utc_now
+from wanflow.request import JobRequest
+from wanflow.usecases import ending, submit
+from wanflow.usecases.context import Dependencies
+
+INCOMING_PREFIX = "incoming/"
+MAX_MANIFEST_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class CreatedObject:
+    bucket: str
+    key: str
+    version_id: str | None
+    etag: str | None
+
+
+def objects_in_notification(notification: S3Notification) -> list[CreatedObject]:
+    """The created objects under incoming/ in one S3 event notification (S3's test event has none)."""
+    objects = []
+    for record in notification.Records:
+        if not record.eventName.startswith("ObjectCreated") or record.s3 is None:
+            continue
+        key = record.key
+        if not key.startswith(INCOMING_PREFIX) or key.endswith("/"):
+            continue
+        s3_object = record.s3.object
+        objects.append(CreatedObject(record.s3.bucket.name, key, s3_object.versionId, s3_object.eTag))
+    return objects
+
+
+def objects_in_message(body: str) -> list[CreatedObject]:
+    """The created objects under incoming/ in one SQS message body (an S3 event notification)."""
+    return objects_in_notification(S3Notification.model_validate_json(body))
+
+
+class SubmitPacer:
+    """Spaces creates so that all intake workers together stay under each model's DashScope submit rate.
+
+    Each of `concurrency` workers (the intake function's maximum concurrency) gets an equal share of a model's
+    requests-per-second budget. After a throttle the rest of the batch is handed back to SQS at once instead of
+    being tried into the same wall.
+    """
+
+    def __init__(
+        self,
+        concurrency: int,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._concurrency = max(1, concurrency)
+        self._clock, self._sleep = clock, sleep
+        self._next_allowed: dict[str, float] = {}
+        self._throttled_until = 0.0
+        self._lock = threading.Lock()
+
+    def __call__(self, spec: ModelSpec) -> None:
+        """Wait for this model's next submit slot; RetryLaterError while the worker is throttled."""
+        with self._lock:
+            now = self._clock()
+            if now < self._throttled_until:
+                raise RetryLaterError(
+                    "DashScope throttled this worker moments ago; the message will be retried", code="WorkerPaused"
+                )
+            slot = max(now, self._next_allowed.get(spec.name, 0.0))
+            self._next_allowed[spec.name] = slot + self._concurrency / spec.submit_rps
+        if slot > now:
+            self._sleep(slot - now)
+
+    def throttled(self, retry_after_seconds: float | None) -> None:
+        with self._lock:
+            self._throttled_until = self._clock() + (retry_after_seconds or 5.0)
+
+
+def start_intake_job(deps: Dependencies, created: CreatedObject, pacer: SubmitPacer) -> Job | None:
+    """Submit the job for one object at the worker's share of the submit rate; RetryLaterError hands it back."""
+    try:
+        return submit_uploaded_object(deps, created.bucket, created.key, created.version_id, created.etag, pace=pacer)
+    except ThrottledError as exc:  # DashScope's own 429, not this pacer's refusal
+        pacer.throttled(exc.retry_after_seconds)
+        raise
+
+
+def submit_uploaded_object(
+    deps: Dependencies,
+    bucket: str,
+    key: str,
+    version_id: str | None,
+    etag: str | None,
+    *,
+    pace: submit.Pace | None = None,
+) -> Job | None:
+    """Start the job for one uploaded object under incoming/; None for objects that are only data."""
+    job_id = derived_job_id("s3", bucket, key, version_id or etag or "")
+    existing = deps.jobs.get(job_id)
+    if existing is not None:
+        if existing.stage is not Stage.ACCEPTED:
+            return existing  # a duplicate event
+        return submit.submit(deps, existing, JobRequest.model_validate(existing.request), pace)
+    origin = f"s3://{bucket}/{key}" + (f"#{version_id}" if version_id else "")
+    try:
+        body = _intake_body(deps, bucket, key, version_id)
+        if body is None:
+            return None
+        request = submit.validate(deps, body)
+    except InvalidRequest as exc:
+        return _record_rejected_intake(deps, job_id, origin, exc)
+    job = submit.new_job(deps, job_id, request, body, Source.S3, origin=origin)
+    if not deps.jobs.create(job):
+        return deps.jobs.get(job_id)
+    return submit.submit(deps, job, request, pace)
+
+
+def _intake_body(deps: Dependencies, bucket: str, key: str, version_id: str | None) -> dict[str, Any] | None:
+    if key.lower().endswith(".json"):
+        try:
+            body = json.loads(deps.objects.get_bytes(bucket, key, version_id=version_id, max_bytes=MAX_MANIFEST_BYTES))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InvalidRequest([FieldError("manifest", f"is not valid JSON: {exc}")]) from None
+        return _resolve_manifest_paths(body, bucket, key)
+    head = deps.objects.head(bucket, key, version_id=version_id)
+    metadata = (head or {}).get("Metadata", {})
+    if "prompt" not in metadata:
+        return None  # an image without a prompt is data for a manifest
+    return _body_from_object_metadata(bucket, key, metadata)
+
+
+def _record_rejected_intake(deps: Dependencies, job_id: str, origin: str, exc: InvalidRequest) -> Job | None:
+    now = utc_now()
+    job = Job(
+        job_id=job_id,
+        source=Source.S3,
+        model=deps.settings.default_model,
+        request={},
+        provider=Provider(region=deps.settings.dashscope_region),
+        created_at=now,
+        updated_at=now,
+        origin=origin,
+    )
+    if not deps.jobs.create(job):
+        return deps.jobs.get(job_id)
+    details = "; ".join(f"{error.field}: {error.message}" for error in exc.errors)
+    return ending.end_failed(deps, job_id, exc.code, f"{origin} was not a valid job: {details}")
+
+
+def _resolve_manifest_paths(body: Any, bucket: str, key: str) -> Any:
+    """In a manifest, img_url/audio_url may name a key relative to the manifest itself."""
+    if not isinstance(body, dict) or not isinstance(body.get("input"), dict):
+        return body
+    folder = key.rsplit("/", 1)[0] if "/" in key else ""
+    task_input = dict(body["input"])
+    for field in ("img_url", "audio_url"):
+        value = task_input.get(field)
+        if isinstance(value, str) and value and ":" not in value.split("/", 1)[0]:
+            relative = value.lstrip("./")
+            task_input[field] = f"s3://{bucket}/{folder}/{relative}" if folder else f"s3://{bucket}/{relative}"
+    return {**body, "input": task_input}
+
+
+_INT_PARAMETERS = ("duration", "seed")
+_BOOL_PARAMETERS = ("prompt_extend", "watermark", "audio")
+_STR_PARAMETERS = ("resolution", "shot_type")
+
+
+def _body_from_object_metadata(bucket: str, key: str, metadata: dict[str, str]) -> dict[str, Any]:
+    """The job body for an image uploaded with `prompt` (and optional parameters) as object metadata."""
+    errors: list[FieldError] = []
+    parameters: dict[str, Any] = {}
+    for name in _INT_PARAMETERS:
+        if name in metadata:
+            try:
+                parameters[name] = int(metadata[name])
+            except ValueError:
+                errors.append(FieldError(f"metadata.{name}", "must be a whole number"))
+    for name in _BOOL_PARAMETERS:
+        if name in metadata:
+            value = metadata[name].strip().lower()
+            if value not in {"true", "false"}:
+                errors.append(FieldError(f"metadata.{name}", "must be true or false"))
+            else:
+                parameters[name] = value == "true"
+    for name in _STR_PARAMETERS:
+        if name in metadata:
+            parameters[name] = metadata[name]
+    if errors:
+        raise InvalidRequest(errors)
+    task_input = {"prompt": metadata["prompt"], "img_url": f"s3://{bucket}/{key}"}
+    if "negative_prompt" in metadata:
+        task_input["negative_prompt"] = metadata["negative_prompt"]
+    body: dict[str, Any] = {"input": task_input, "parameters": parameters}
+    if "model" in metadata:
+        body["model"] = metadata["model"]
+    return body

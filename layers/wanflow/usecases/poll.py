@@ -1,0 +1,80 @@
+"""One status query of the poll loop (the state machine's CheckStatus step), and what the loop does next."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from wanflow.dashscope import TaskInfo, TaskStatus
+from wanflow.errors import JobErrorCode, JobFailure, RetryLaterError, TransientError, job_error_for_task
+from wanflow.events import PollState, StepError
+from wanflow.jobs import Job, JobStatus, Stage, utc_now
+from wanflow.usecases.context import Dependencies, require_job
+
+
+def next_poll_wait(elapsed: timedelta, base_seconds: int) -> int:
+    """Seconds until the next status query: the base interval (15 s) at first, backing off for long tasks.
+
+    Keeps a task that runs until its 24-hour expiry far below Step Functions' 25,000-event history limit
+    (about 520 polls, see bench/poll_budget.py) while short tasks are seen within one interval of finishing.
+    """
+    minutes = elapsed.total_seconds() / 60
+    if minutes < 15:
+        factor = 1
+    elif minutes < 60:
+        factor = 2
+    elif minutes < 180:
+        factor = 4
+    else:
+        factor = 20
+    return base_seconds * factor
+
+
+def check_status(deps: Dependencies, job_id: str, previous_polls: int) -> PollState:
+    """Record what DashScope says of the job's task and decide the next step."""
+    polls = previous_polls + 1
+    job = require_job(deps, job_id)
+    if job.status.is_final:
+        return PollState(next="fail", polls=polls)  # canceled meanwhile: the failure step sees it is done
+    if job.stage is Stage.FINALIZING:
+        return PollState(next="finalize", polls=polls)
+    if job.provider.task_id is None:
+        raise JobFailure(JobErrorCode.INTERNAL_ERROR, "the job has no DashScope task to poll")
+    try:
+        task = deps.dashscope.get_task(job.provider.task_id)
+    except RetryLaterError as exc:
+        raise TransientError(f"DashScope query failed: {exc.code}") from None
+    job = deps.jobs.update(job_id, lambda current: record_task(current, task, polls))
+    if task.status is TaskStatus.SUCCEEDED:
+        return PollState(next="finalize", polls=polls)
+    if task.status.is_terminal:
+        reason = job_error_for_task(task.status.value, task.code, task.message)
+        error = StepError(
+            code=reason.code,
+            message=reason.message,
+            outcome="canceled" if task.status is TaskStatus.CANCELED else "failed",
+            provider_request_id=task.request_id,
+        )
+        return PollState(next="fail", polls=polls, error=error)
+    if job.deadline_at is not None and utc_now() > job.deadline_at:
+        error = StepError(code=JobErrorCode.DEADLINE_EXCEEDED, message="the task did not finish within 25 hours")
+        return PollState(next="fail", polls=polls, error=error)
+    wait = next_poll_wait(utc_now() - job.created_at, deps.settings.poll_interval_seconds)
+    return PollState(next="wait", wait_seconds=wait, polls=polls)
+
+
+def record_task(job: Job, task: TaskInfo, polls: int) -> None:
+    """What a status query learned, into the job (moving it to RUNNING or FINALIZING as the task did)."""
+    provider = job.provider
+    provider.task_status = task.status.value
+    for name in ("submit_time", "scheduled_time", "end_time", "orig_prompt", "actual_prompt"):
+        value = getattr(task, name)
+        if value is not None:
+            setattr(provider, name, value)
+    job.polls = polls
+    if task.status is TaskStatus.RUNNING and job.status is JobStatus.PENDING:
+        job.advance(JobStatus.RUNNING, Stage.SUBMITTED)
+    elif task.status is TaskStatus.SUCCEEDED:
+        job.usage = task.usage or None
+        job.advance(JobStatus.RUNNING, Stage.FINALIZING)
+    else:
+        job.updated_at = utc_now()

@@ -1,0 +1,242 @@
+"""A job from `POST /v1/jobs`, and the create-at-most-once step every job goes through.
+
+Promises kept here (docs/product.md): bad input is refused before any money is spent; a job never gets a second
+DashScope task (a create whose outcome is unknown is only ever reconciled by the sweeper, never repeated).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import mimetypes
+import random
+import re
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from wanflow.adapters.objects import parse_s3_uri
+from wanflow.capabilities import ModelSpec, estimate_cost_usd
+from wanflow.dashscope import TaskInfo
+from wanflow.errors import (
+    Conflict,
+    FieldError,
+    InvalidRequest,
+    OutcomeUnknownError,
+    RejectedError,
+    RetryLaterError,
+)
+from wanflow.jobs import (
+    TASK_VALIDITY,
+    Job,
+    JobStatus,
+    Provider,
+    Source,
+    Stage,
+    TransitionRefused,
+    derived_job_id,
+    fingerprint,
+    new_job_id,
+    utc_now,
+)
+from wanflow.request import JobRequest, check_image_bytes, parse_job_request
+from wanflow.usecases import ending
+from wanflow.usecases.context import Dependencies
+
+logger = logging.getLogger(__name__)
+
+JOB_DEADLINE = TASK_VALIDITY + timedelta(hours=1)
+_DATA_URI = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+);base64,(?P<payload>.*)$", re.DOTALL)
+
+# Waits for a model's turn under DashScope's submit rate (or raises RetryLaterError); see usecases.intake.
+Pace = Callable[[ModelSpec], None]
+
+
+def submit_api_job(deps: Dependencies, body: Any, *, idempotency_key: str | None, principal: str) -> tuple[Job, bool]:
+    """Validate, store and submit a job from `POST /v1/jobs`; returns (job, created now).
+
+    DashScope refusing or throttling the create raises its error and leaves no job behind, so that the
+    caller's retry (with the same Idempotency-Key) starts clean.
+    """
+    job_id = derived_job_id("api", principal, idempotency_key) if idempotency_key else new_job_id()
+    if idempotency_key:
+        existing = deps.jobs.get(job_id)
+        if existing is not None:
+            _check_same_request(existing, body)
+            return existing, False
+    request = validate(deps, body)
+    job = new_job(deps, job_id, request, body, Source.API)
+    if not deps.jobs.create(job):  # a concurrent request with the same key won
+        existing = deps.jobs.get(job_id)
+        if existing is None:
+            raise Conflict("a request with this Idempotency-Key is being processed; retry shortly")
+        _check_same_request(existing, body)
+        return existing, False
+    try:
+        return submit(deps, job, request), True
+    except (RetryLaterError, RejectedError):
+        deps.jobs.delete(deps.jobs.get(job_id) or job)
+        raise
+
+
+def validate(deps: Dependencies, body: Any) -> JobRequest:
+    """Every rule of the request, and that its s3:// sources exist and are usable; InvalidRequest otherwise."""
+    settings = deps.settings
+    request = parse_job_request(
+        body,
+        region=settings.dashscope_region,
+        default_model=settings.default_model,
+        intake_bucket=settings.intake_bucket,
+    )
+    _check_s3_sources(deps, request)
+    return request
+
+
+def new_job(
+    deps: Dependencies, job_id: str, request: JobRequest, body: Any, source: Source, *, origin: str | None = None
+) -> Job:
+    """The job record for a valid request (not stored yet); a data-URI image is stashed in the intake bucket."""
+    _stash_data_uri_image(deps, job_id, request)
+    spec = request.spec
+    parameters = request.parameters
+    now = utc_now()
+    return Job(
+        job_id=job_id,
+        source=source,
+        model=request.model or spec.name,
+        request=request.public_dict(),
+        provider=Provider(region=deps.settings.dashscope_region),
+        cost_estimate_usd=estimate_cost_usd(
+            spec, parameters.resolution or "", parameters.duration or 0, request.has_audio
+        ),
+        metadata=request.metadata,
+        created_at=now,
+        updated_at=now,
+        request_fingerprint=fingerprint(body),
+        origin=origin,
+        deadline_at=now + JOB_DEADLINE,
+    )
+
+
+def submit(deps: Dependencies, job: Job, request: JobRequest, pace: Pace | None = None) -> Job:
+    """Create the DashScope task for an accepted job (at most once) and start its poll loop.
+
+    `pace` waits for this model's turn under DashScope's submit rate (or raises RetryLaterError) before
+    anything is claimed.
+    """
+    if pace is not None:
+        pace(request.spec)
+
+    def claim(current: Job) -> None:
+        current.advance(JobStatus.PENDING, Stage.CREATING)
+        current.create_attempted_at = utc_now()
+
+    try:
+        job = deps.jobs.update(job.job_id, claim)
+    except TransitionRefused:
+        return deps.jobs.get(job.job_id) or job  # another delivery owns (or finished) the create
+    body = request.dashscope_body(
+        img_url=_fetchable_url(deps, request.input.img_url),
+        audio_url=_fetchable_url(deps, request.input.audio_url) if request.input.audio_url else None,
+    )
+    try:
+        task = _create_task(deps, body)
+    except RetryLaterError:
+        deps.jobs.update(job.job_id, lambda current: current.advance(JobStatus.PENDING, Stage.ACCEPTED))
+        raise
+    except RejectedError as exc:
+        if job.source is Source.API:
+            raise
+        return ending.end_failed(deps, job.job_id, exc.code, exc.message, exc.request_id)
+    except OutcomeUnknownError:
+        logger.warning("create outcome unknown; the sweeper will reconcile", extra={"job_id": job.job_id})
+        return deps.jobs.update(job.job_id, lambda current: current.advance(JobStatus.PENDING, Stage.CREATE_UNKNOWN))
+    job = deps.jobs.update(job.job_id, lambda current: record_created(current, task))
+    start_polling(deps, job)
+    return job
+
+
+def start_polling(deps: Dependencies, job: Job) -> None:
+    try:
+        deps.workflow.start_polling(job.job_id, deps.settings.poll_interval_seconds)
+    except Exception:
+        # The task exists and the job records it: the sweeper starts the missing execution.
+        logger.exception("could not start the poll loop; the sweeper will", extra={"job_id": job.job_id})
+
+
+def record_created(job: Job, task: TaskInfo) -> None:
+    job.advance(JobStatus.PENDING, Stage.SUBMITTED)
+    job.provider.task_id = task.task_id
+    job.provider.request_id = task.request_id
+    job.provider.task_status = task.status.value
+
+
+def _create_task(deps: Dependencies, body: dict[str, Any]) -> TaskInfo:
+    """Create the task, riding out brief throttling.
+
+    A throttled or refused-before-sending create made no task, so repeating it is safe; DashScope's per-second
+    limits usually clear within a second or two. Only when that budget is spent does the caller see the
+    error (the API answers 429, the intake hands the message back to SQS). An outcome-unknown create is never
+    repeated.
+    """
+    deadline = deps.monotonic() + deps.settings.create_retry_seconds
+    delay = 0.25
+    while True:
+        try:
+            return deps.dashscope.create_task(body)
+        except RetryLaterError as exc:
+            wait = max(delay, exc.retry_after_seconds or 0.0) * random.uniform(1.0, 1.5)
+            if deps.monotonic() + wait > deadline:
+                raise
+            deps.sleep(wait)
+            delay *= 2
+
+
+def _check_s3_sources(deps: Dependencies, request: JobRequest) -> None:
+    """s3:// sources must exist (and an image must be one DashScope takes) before anything is paid for."""
+    errors: list[FieldError] = []
+    image_url = request.input.img_url
+    if image_url.startswith("s3://"):
+        bucket, key = parse_s3_uri(image_url)
+        try:
+            data = deps.objects.get_bytes(bucket, key, max_bytes=request.spec.image_max_bytes)
+        except ValueError as exc:
+            errors.append(FieldError("input.img_url", str(exc)))
+        except Exception:
+            errors.append(FieldError("input.img_url", f"{image_url} does not exist or cannot be read"))
+        else:
+            problem = check_image_bytes(data, request.spec)
+            if problem:
+                errors.append(FieldError("input.img_url", problem))
+    audio_url = request.input.audio_url
+    if audio_url and audio_url.startswith("s3://"):
+        bucket, key = parse_s3_uri(audio_url)
+        if deps.objects.head(bucket, key) is None:
+            errors.append(FieldError("input.audio_url", f"{audio_url} does not exist"))
+    if errors:
+        raise InvalidRequest(errors)
+
+
+def _stash_data_uri_image(deps: Dependencies, job_id: str, request: JobRequest) -> None:
+    """Keep a data-URI image in the intake bucket: jobs store and show its s3:// copy, never the data."""
+    match = _DATA_URI.match(request.input.img_url)
+    if match is None:
+        return
+    extension = mimetypes.guess_extension(match["mime"]) or ".img"
+    key = f"uploads/{job_id}/image{extension}"
+    bucket = deps.settings.intake_bucket
+    deps.objects.put_bytes(bucket, key, base64.b64decode(match["payload"]), match["mime"])
+    request.input.img_url = f"s3://{bucket}/{key}"
+
+
+def _fetchable_url(deps: Dependencies, url: str) -> str:
+    """An s3:// source becomes a presigned URL DashScope can fetch; other sources pass through."""
+    if not url.startswith("s3://"):
+        return url
+    bucket, key = parse_s3_uri(url)
+    return deps.objects.presigned_get(bucket, key, deps.settings.input_url_ttl_seconds)
+
+
+def _check_same_request(existing: Job, body: Any) -> None:
+    if existing.request_fingerprint != fingerprint(body):
+        raise Conflict("this Idempotency-Key was already used with a different request body")

@@ -1,0 +1,163 @@
+"""The sweeper (every few minutes): repairs jobs that lost their way. It never submits a second task for a job.
+
+What it repairs, each counted under its name in the returned dict (and as a metric):
+- `deadline`: a job past its deadline ends FAILED (DeadlineExceeded);
+- `resubmitted`: a job that was never created (throttled until its retries ran out) is submitted now;
+- `create_found` / `create_not_found` / `waiting`: a create that got no answer is reconciled through DashScope's
+  task list, by model and creation time, never by creating again;
+- `execution_started` / `driven`: a submitted job without a running poll loop gets one, or is driven here;
+- `notification_published`: a finished job whose notification was never confirmed is published;
+- `error`: a job that could not be repaired this time (logged; tried again next time).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from wanflow.dashscope import TaskSummary
+from wanflow.errors import JobErrorCode
+from wanflow.events import PollState
+from wanflow.jobs import Job, Notification, Stage, rfc3339, utc_now
+from wanflow.request import JobRequest
+from wanflow.usecases import ending, finalize, poll, submit
+from wanflow.usecases.context import Dependencies
+
+logger = logging.getLogger(__name__)
+
+# A create whose Lambda died mid-call leaves the job "creating"; after this long it is treated as unknown.
+STALE_CREATE = timedelta(minutes=5)
+# How far after a create DashScope's task list is searched for the task it may have made.
+CREATE_MATCH_WINDOW = timedelta(minutes=2)
+MAX_LIST_PAGES = 20
+# A finished job whose notification is still unconfirmed this long after its last change lost its publisher.
+UNCONFIRMED_NOTIFICATION = timedelta(minutes=10)
+UNCONFIRMED_LOOKBACK = timedelta(days=2)
+# DashScope's list API filters on wall-clock times in a zone it does not document: search this much wider.
+LIST_ZONE_MARGIN = timedelta(hours=14)
+
+Repair = Callable[[Dependencies, Job, datetime], str | None]
+
+
+def sweep(deps: Dependencies) -> dict[str, int]:
+    """Repair jobs that lost their way; returns counts by repair, for metrics and logs.
+
+    One job's failure to be repaired never stops the others: it is logged, counted and tried next time.
+    """
+    counts: Counter[str] = Counter()
+    now = utc_now()
+
+    def repair(action: Repair, job: Job) -> None:
+        try:
+            outcome = action(deps, job, now)
+        except Exception:
+            logger.exception("sweeper could not repair job", extra={"job_id": job.job_id})
+            outcome = "error"
+        if outcome is not None:
+            counts[outcome] += 1
+
+    for job in deps.jobs.unfinished():
+        repair(_sweep_unfinished, job)
+    for job in deps.jobs.finished_since(rfc3339(now - UNCONFIRMED_LOOKBACK)):
+        if job.notification is not Notification.PUBLISHED and now - job.updated_at > UNCONFIRMED_NOTIFICATION:
+            repair(_publish_unconfirmed, job)
+    return dict(counts)
+
+
+def _publish_unconfirmed(deps: Dependencies, job: Job, now: datetime) -> str:
+    """A job ended but its notification was never confirmed: its publisher died. Publish it now.
+
+    If that process died after publishing but before confirming, subscribers see this event twice; they can
+    tell by `job.job_id`. Losing the only notification would be worse.
+    """
+    if job.notification is Notification.CLAIMED:
+        ending.publish_claimed(deps, job)
+    else:
+        ending.publish_once(deps, job)
+    return "notification_published"
+
+
+def _sweep_unfinished(deps: Dependencies, job: Job, now: datetime) -> str | None:
+    if job.deadline_at is not None and now > job.deadline_at and job.stage is not Stage.FINALIZING:
+        ending.end_failed(deps, job.job_id, JobErrorCode.DEADLINE_EXCEEDED, "the job did not finish within 25 hours")
+        return "deadline"
+    if job.stage is Stage.ACCEPTED and now - job.updated_at > STALE_CREATE:
+        # Nothing was ever created for it (throttled, then its retries ran out): safe to submit now.
+        submit.submit(deps, job, JobRequest.model_validate(job.request))
+        return "resubmitted"
+    stale_create = job.stage is Stage.CREATING and now - (job.create_attempted_at or job.updated_at) > STALE_CREATE
+    if job.stage is Stage.CREATE_UNKNOWN or stale_create:
+        return _reconcile_create(deps, job, now)
+    if job.stage in (Stage.SUBMITTED, Stage.FINALIZING):
+        return _revive_execution(deps, job)
+    return None
+
+
+def _revive_execution(deps: Dependencies, job: Job) -> str | None:
+    status = deps.workflow.execution_status(job.job_id)
+    if status == "RUNNING":
+        return None
+    if status is None:
+        submit.start_polling(deps, job)
+        return "execution_started"
+    # The execution ended without ending the job (it should not happen): drive the job here.
+    if job.stage is Stage.SUBMITTED:
+        result = poll.check_status(deps, job.job_id, job.polls)
+    else:
+        result = PollState(next="finalize")
+    if result.next == "finalize":
+        finalize.finalize_job(deps, job.job_id)
+    elif result.next == "fail":
+        ending.record_failure(deps, job.job_id, result.error)
+    return "driven"
+
+
+def _reconcile_create(deps: Dependencies, job: Job, now: datetime) -> str:
+    """Find the task an unanswered create may have made, by model and time, using DashScope's list API."""
+    attempted = job.create_attempted_at or job.created_at
+    if now - attempted < timedelta(seconds=deps.settings.reconcile_after_seconds):
+        return "waiting"  # DashScope's list may lag a create by a little
+    start, end = attempted - timedelta(minutes=1), attempted + CREATE_MATCH_WINDOW
+    claimed = {
+        other.provider.task_id
+        for other in deps.jobs.created_between(rfc3339(start - submit.JOB_DEADLINE), rfc3339(now))
+        if other.provider.task_id
+    }
+    candidates = [task for task in _tasks_created_between(deps, job.model, start, end) if task.task_id not in claimed]
+    if not candidates:
+        ending.end_failed(
+            deps,
+            job.job_id,
+            JobErrorCode.CREATE_OUTCOME_UNKNOWN,
+            "the create request got no answer and DashScope has no task for it",
+        )
+        return "create_not_found"
+    # The unclaimed task created closest to our attempt is ours; jobs reconciled later take the others.
+    chosen = min(candidates, key=lambda task: abs((task.created_at or attempted) - attempted))
+    task = deps.dashscope.get_task(chosen.task_id)
+    job = deps.jobs.update(job.job_id, lambda current: submit.record_created(current, task))
+    submit.start_polling(deps, job)
+    return "create_found"
+
+
+def _tasks_created_between(deps: Dependencies, model: str, start: datetime, end: datetime) -> list[TaskSummary]:
+    """DashScope's tasks for `model` created in [start, end], by their exact creation time.
+
+    The list API filters on wall-clock times in a zone DashScope does not document (the client assumes UTC+8),
+    so the query is widened by LIST_ZONE_MARGIN either way and the exact `gmt_create` of each entry decides.
+    """
+    tasks: list[TaskSummary] = []
+    for page_no in range(1, MAX_LIST_PAGES + 1):
+        page = deps.dashscope.list_tasks(
+            start_time=start - LIST_ZONE_MARGIN,
+            end_time=end + LIST_ZONE_MARGIN,
+            model_name=model,
+            page_no=page_no,
+            page_size=100,
+        )
+        tasks.extend(task for task in page.tasks if task.created_at is None or start <= task.created_at <= end)
+        if page_no >= page.total_page:
+            break
+    return tasks

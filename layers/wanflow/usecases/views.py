@@ -1,0 +1,22 @@
+"""How a job is shown (with a short-lived video URL) and where its documents live in the output bucket."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from wanflow.adapters.objects import parse_s3_uri
+from wanflow.jobs import Job
+from wanflow.usecases.context import Dependencies
+
+
+def job_view(deps: Dependencies, job: Job, *, with_url: bool = True) -> dict[str, Any]:
+    url = None
+    if with_url and job.output is not None:
+        bucket, key = parse_s3_uri(job.output.s3_uri)
+        url = deps.objects.presigned_get(bucket, key, deps.settings.output_url_ttl_seconds)
+    return job.public_view(output_url=url)
+
+
+def output_key(job: Job, extension: str) -> str:
+    """`videos/yyyy/mm/dd/<job_id>.mp4` (and `.json` beside it), by the job's creation day."""
+    return f"videos/{job.created_at:%Y/%m/%d}/{job.job_id}.{extension}"

@@ -1,0 +1,68 @@
+"""The one place that builds the real adapters from the environment: once per process (a warm Lambda container
+keeps them), and again after `reset()` (the local stack and tests call it after changing the environment).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any
+
+from wanflow.adapters import boto
+from wanflow.adapters.job_table import JobTable
+from wanflow.adapters.notifier import SnsNotifier
+from wanflow.adapters.objects import S3Objects
+from wanflow.adapters.workflow import StepFunctionsWorkflow
+from wanflow.dashscope import base_url_for_region, clear_shared_clients, shared_client
+from wanflow.errors import WanflowError
+from wanflow.ports import DashScopeApi
+from wanflow.settings import Settings, get_settings
+from wanflow.usecases.context import Dependencies
+
+
+@functools.cache
+def dependencies() -> Dependencies:
+    """The process's adapters, built on first use from the environment."""
+    settings = get_settings()
+    return Dependencies(
+        settings=settings,
+        jobs=JobTable(boto.resource("dynamodb").Table(settings.jobs_table)),
+        objects=S3Objects(boto.client("s3")),
+        workflow=StepFunctionsWorkflow(boto.client("stepfunctions"), settings.state_machine_arn),
+        notifier=SnsNotifier(boto.client("sns"), settings.topic_arn),
+        dashscope_client=functools.partial(dashscope_from_secret, settings),
+    )
+
+
+def reset() -> None:
+    """Forget everything built from the environment."""
+    dependencies.cache_clear()
+    get_settings.cache_clear()
+    boto.reset_clients()
+    clear_shared_clients()
+
+
+def dashscope_from_secret(settings: Settings) -> DashScopeApi:
+    """The shared DashScope client for the key in Secrets Manager."""
+    from aws_lambda_powertools.utilities.parameters import get_secret
+
+    # Cached for five minutes: a rotated key is picked up without a redeploy.
+    secret = get_secret(settings.dashscope_secret_arn, max_age=300)
+    base_url = settings.dashscope_base_url or base_url_for_region(
+        settings.dashscope_region, settings.dashscope_workspace_id or None
+    )
+    return shared_client(base_url, api_key_from_secret(secret))
+
+
+def api_key_from_secret(secret: str | bytes | dict[str, Any]) -> str:
+    """The key from the secret's value: plain text, or JSON `{"api_key": "sk-..."}`."""
+    if isinstance(secret, bytes):
+        secret = secret.decode()
+    if isinstance(secret, str) and secret.strip().startswith("{"):
+        secret = json.loads(secret)
+    if isinstance(secret, dict):
+        secret = str(secret.get("api_key") or secret.get("DASHSCOPE_API_KEY") or "")
+    key = secret.strip()
+    if not key:
+        raise WanflowError("the DashScope API key secret is empty; put the key in it", code="ConfigurationError")
+    return key

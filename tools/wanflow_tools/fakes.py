@@ -1,0 +1,360 @@
+"""In-memory fakes of wanflow's ports (`wanflow.ports`), for fast domain tests without moto or a network.
+
+Each fake keeps the contract its real adapter promises, including the parts the domain relies on for safety:
+the job table's version check (a stale write raises VersionConflict), conditional create, object metadata, and a
+DashScope that counts every create so that tests can assert that a job never got a second task.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import itertools
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from wanflow.dashscope import TaskInfo, TaskPage, TaskStatus, TaskSummary
+from wanflow.jobs import FINAL_STATUSES, Job, JobStatus
+from wanflow.ports import JobRepository, StoredObject, VersionConflict
+from wanflow.settings import Settings
+from wanflow.usecases.context import Dependencies
+
+
+class InMemoryJobTable(JobRepository):
+    """Jobs in a dict, stored as JSON as the real table stores them (so no shared mutable objects)."""
+
+    def __init__(self) -> None:
+        self._docs: dict[str, tuple[int, str]] = {}  # job_id -> (version, job JSON)
+        self.writes = 0
+        # Called before each save: a test can change the stored job here to play a concurrent writer.
+        self.before_save: Callable[[Job], None] | None = None
+
+    def create(self, job: Job) -> bool:
+        if job.job_id in self._docs:
+            return False
+        self._docs[job.job_id] = (job.version, job.model_dump_json())
+        self.writes += 1
+        return True
+
+    def get(self, job_id: str) -> Job | None:
+        stored = self._docs.get(job_id)
+        if stored is None:
+            return None
+        job = Job.model_validate_json(stored[1])
+        job.version = stored[0]
+        return job
+
+    def save(self, job: Job) -> Job:
+        if self.before_save is not None:
+            hook, self.before_save = self.before_save, None
+            hook(job)
+        current = self._docs.get(job.job_id)
+        if current is None or current[0] != job.version:
+            raise VersionConflict(job.job_id)
+        job.version += 1
+        self._docs[job.job_id] = (job.version, job.model_dump_json())
+        self.writes += 1
+        return job
+
+    def put(self, job: Job) -> None:
+        """Store `job` as it is, whatever is there (tests set up a job in a given state this way)."""
+        self._docs[job.job_id] = (job.version, job.model_dump_json())
+
+    def delete(self, job: Job) -> None:
+        current = self._docs.get(job.job_id)
+        if current is None or current[0] != job.version:
+            raise VersionConflict(job.job_id)
+        del self._docs[job.job_id]
+
+    def all(self) -> list[Job]:
+        return [job for job_id in self._docs if (job := self.get(job_id)) is not None]
+
+    def page(
+        self, *, status: JobStatus | None = None, limit: int = 20, cursor: str | None = None
+    ) -> tuple[list[Job], str | None]:
+        jobs = sorted(
+            (job for job in self.all() if status is None or job.status is status),
+            key=lambda job: (job.created_at, job.job_id),
+            reverse=True,
+        )
+        start = 0
+        if cursor:
+            try:
+                start = int(base64.urlsafe_b64decode(cursor.encode()).decode())
+            except ValueError:
+                raise ValueError("cursor is not valid") from None
+        chosen = jobs[start : start + limit]
+        more = start + limit < len(jobs)
+        return chosen, base64.urlsafe_b64encode(str(start + limit).encode()).decode() if more else None
+
+    def unfinished(self) -> list[Job]:
+        return [job for job in self.all() if job.status in (JobStatus.PENDING, JobStatus.RUNNING)]
+
+    def finished_since(self, since: str) -> list[Job]:
+        return [job for job in self.all() if job.status in FINAL_STATUSES and _stamp(job) >= since]
+
+    def created_between(self, start: str, end: str) -> list[Job]:
+        return [job for job in self.all() if start <= _stamp(job) <= end]
+
+
+def _stamp(job: Job) -> str:
+    return str(job.public_view()["created_at"])
+
+
+@dataclass
+class FakeObject:
+    data: bytes
+    content_type: str
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+class InMemoryObjects:
+    """Buckets in a dict. Presigned URLs are `memory://bucket/key?ttl=N`; `videos` maps a URL to its bytes."""
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str], FakeObject] = {}
+        self.videos: dict[str, bytes] = {}  # what copy_url_to_s3 can download
+        self.copies = 0
+
+    def get_bytes(self, bucket: str, key: str, *, version_id: str | None = None, max_bytes: int | None = None) -> bytes:
+        stored = self.objects.get((bucket, key))
+        if stored is None:
+            raise KeyError(f"s3://{bucket}/{key}")
+        if max_bytes is not None and len(stored.data) > max_bytes:
+            raise ValueError(f"s3://{bucket}/{key} is {len(stored.data)} bytes; at most {max_bytes}")
+        return stored.data
+
+    def head(self, bucket: str, key: str, *, version_id: str | None = None) -> dict[str, Any] | None:
+        stored = self.objects.get((bucket, key))
+        if stored is None:
+            return None
+        return {"ContentLength": len(stored.data), "ContentType": stored.content_type, "Metadata": stored.metadata}
+
+    def put_bytes(self, bucket: str, key: str, data: bytes, content_type: str) -> None:
+        self.objects[(bucket, key)] = FakeObject(data, content_type)
+
+    def put_json(self, bucket: str, key: str, document: Any) -> None:
+        self.put_bytes(bucket, key, json.dumps(document).encode(), "application/json")
+
+    def json(self, bucket: str, key: str) -> Any:
+        return json.loads(self.objects[(bucket, key)].data)
+
+    def sha256_of(self, bucket: str, key: str) -> str:
+        return hashlib.sha256(self.objects[(bucket, key)].data).hexdigest()
+
+    def presigned_get(self, bucket: str, key: str, ttl_seconds: int) -> str:
+        return f"memory://{bucket}/{key}?ttl={ttl_seconds}"
+
+    def presigned_post(
+        self, bucket: str, key: str, content_type: str, max_bytes: int, ttl_seconds: int
+    ) -> dict[str, Any]:
+        return {"url": f"memory://{bucket}", "fields": {"key": key, "Content-Type": content_type}}
+
+    def copy_url_to_s3(
+        self, url: str, bucket: str, key: str, *, content_type: str, metadata: dict[str, str]
+    ) -> StoredObject:
+        data = self.videos[url]
+        self.copies += 1
+        self.objects[(bucket, key)] = FakeObject(data, content_type, dict(metadata))
+        return StoredObject(f"s3://{bucket}/{key}", len(data), hashlib.sha256(data).hexdigest())
+
+
+class RecordingWorkflow:
+    """Executions by job id, with their status; `fail_starts` makes start_polling raise."""
+
+    def __init__(self) -> None:
+        self.executions: dict[str, str] = {}  # job_id -> RUNNING | SUCCEEDED | ABORTED ...
+        self.started: list[str] = []
+        self.stopped: list[str] = []
+        self.fail_starts = False
+
+    def start_polling(self, job_id: str, first_wait_seconds: int) -> bool:
+        if self.fail_starts:
+            raise RuntimeError("Step Functions unavailable")
+        if job_id in self.executions:
+            return False
+        self.executions[job_id] = "RUNNING"
+        self.started.append(job_id)
+        return True
+
+    def execution_status(self, job_id: str) -> str | None:
+        return self.executions.get(job_id)
+
+    def stop_polling(self, job_id: str, cause: str) -> None:
+        if job_id in self.executions:
+            self.executions[job_id] = "ABORTED"
+        self.stopped.append(job_id)
+
+
+class RecordingNotifier:
+    """Every published event, in order; `fail` makes publishing raise (SNS down)."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.fail = False
+
+    def publish_job_event(self, job: Job, job_view: dict[str, Any]) -> str:
+        if self.fail:
+            raise RuntimeError("SNS unavailable")
+        from wanflow.adapters.notifier import job_event
+
+        self.events.append(job_event(job, job_view))
+        return f"message-{len(self.events)}"
+
+    def for_job(self, job_id: str) -> list[dict[str, Any]]:
+        return [event for event in self.events if event["job"]["job_id"] == job_id]
+
+
+class FakeDashScope:
+    """DashScope's task API in memory. Tasks change only when a test says so (`set_status`).
+
+    `create_errors` / `get_errors` are raised (first in, first out) before the call would succeed; a create that
+    raises OutcomeUnknownError after `create_then_drop` still makes its task, as a dropped answer does.
+    """
+
+    def __init__(self) -> None:
+        self.tasks: dict[str, TaskInfo] = {}
+        self.created: dict[str, datetime] = {}
+        self.models: dict[str, str] = {}
+        self.bodies: list[dict[str, Any]] = []
+        self.canceled: list[str] = []
+        self.create_errors: list[Exception] = []
+        self.get_errors: list[Exception] = []
+        self.cancel_errors: list[Exception] = []
+        self.create_then_drop: Exception | None = None
+        self.queries = 0
+        self._ids = itertools.count(1)
+
+    @property
+    def creates(self) -> int:
+        """Tasks made: the number that costs money."""
+        return len(self.tasks)
+
+    def create_task(self, body: dict[str, Any]) -> TaskInfo:
+        if self.create_errors:
+            raise self.create_errors.pop(0)
+        task = TaskInfo(task_id=f"task-{next(self._ids)}", status=TaskStatus.PENDING, request_id="req-create")
+        self.tasks[task.task_id] = task
+        self.created[task.task_id] = datetime.now(UTC)
+        self.models[task.task_id] = str(body.get("model"))
+        self.bodies.append(body)
+        if self.create_then_drop is not None:
+            error, self.create_then_drop = self.create_then_drop, None
+            raise error
+        return task
+
+    def get_task(self, task_id: str) -> TaskInfo:
+        self.queries += 1
+        if self.get_errors:
+            raise self.get_errors.pop(0)
+        return self.tasks.get(task_id) or TaskInfo(task_id=task_id, status=TaskStatus.UNKNOWN)
+
+    def cancel_task(self, task_id: str) -> None:
+        if self.cancel_errors:
+            raise self.cancel_errors.pop(0)
+        self.canceled.append(task_id)
+        self.set_status(task_id, TaskStatus.CANCELED)
+
+    def list_tasks(
+        self,
+        *,
+        start_time: datetime,
+        end_time: datetime,
+        model_name: str | None = None,
+        status: str | None = None,
+        page_no: int = 1,
+        page_size: int = 10,
+    ) -> TaskPage:
+        summaries = tuple(
+            TaskSummary(
+                task_id=task.task_id,
+                status=task.status.value,
+                model_name=self.models[task.task_id],
+                created_at=self.created[task.task_id],
+            )
+            for task in self.tasks.values()
+            if model_name in (None, self.models[task.task_id])
+        )
+        chosen = summaries[(page_no - 1) * page_size : page_no * page_size]
+        total_page = max(1, -(-len(summaries) // page_size))
+        return TaskPage(tasks=chosen, total=len(summaries), total_page=total_page, page_no=page_no, page_size=page_size)
+
+    def set_status(self, task_id: str, status: TaskStatus, **changes: Any) -> TaskInfo:
+        task = replace(self.tasks[task_id], status=status, **changes)
+        self.tasks[task_id] = task
+        return task
+
+    def succeed(self, task_id: str, video_url: str) -> TaskInfo:
+        return self.set_status(
+            task_id,
+            TaskStatus.SUCCEEDED,
+            video_url=video_url,
+            end_time="2026-01-01 00:00:00.000",
+            usage={"duration": 5, "video_count": 1},
+        )
+
+
+FAST_MODEL = "wan2.2-i2v-flash"
+
+
+def sample_job_body(**overrides: Any) -> dict[str, Any]:
+    """A valid `POST /v1/jobs` body for the fastest model, with a small inline image; `overrides` replace keys."""
+    from wanflow_tools.testing import image_data_uri
+
+    body: dict[str, Any] = {
+        "model": FAST_MODEL,
+        "input": {"prompt": "a lighthouse at dusk", "img_url": image_data_uri(320, 256)},
+        "parameters": {"resolution": "480P", "duration": 5},
+    }
+    body.update(overrides)
+    return body
+
+
+def fake_settings(**overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "jobs_table": "jobs",
+        "intake_bucket": "intake",
+        "output_bucket": "output",
+        "topic_arn": "arn:aws:sns:ap-southeast-1:123456789012:wanflow",
+        "state_machine_arn": "arn:aws:states:ap-southeast-1:123456789012:stateMachine:wanflow",
+        "dashscope_secret_arn": "arn:aws:secretsmanager:ap-southeast-1:123456789012:secret:dashscope",
+        "poll_interval_seconds": 15,
+        "create_retry_seconds": 3.0,
+    }
+    values.update(overrides)
+    return Settings.model_validate(values)
+
+
+@dataclass
+class FakeWorld:
+    """Every fake, wired together as `Dependencies`, with a clock for the create ride-out that only moves when
+    something sleeps on it."""
+
+    settings: Settings = field(default_factory=fake_settings)
+    jobs: InMemoryJobTable = field(default_factory=InMemoryJobTable)
+    objects: InMemoryObjects = field(default_factory=InMemoryObjects)
+    workflow: RecordingWorkflow = field(default_factory=RecordingWorkflow)
+    notifier: RecordingNotifier = field(default_factory=RecordingNotifier)
+    dashscope: FakeDashScope = field(default_factory=FakeDashScope)
+    now: float = 0.0
+    sleeps: list[float] = field(default_factory=list)
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+    @property
+    def deps(self) -> Dependencies:
+        return Dependencies(
+            settings=self.settings,
+            jobs=self.jobs,
+            objects=self.objects,
+            workflow=self.workflow,
+            notifier=self.notifier,
+            dashscope_client=lambda: self.dashscope,
+            monotonic=lambda: self.now,
+            sleep=self.sleep,
+        )
