@@ -141,6 +141,8 @@ class TaskStatus(StrEnum):
         return self not in (TaskStatus.PENDING, TaskStatus.RUNNING)
 
 
+_TASK_STATUSES = frozenset(status.value for status in TaskStatus)
+
 # DashScope's task times: "2026-01-22 23:24:46.527" (no zone given; the times follow the region's clock).
 _DASHSCOPE_TIME_FORMATS = ("%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%d %H:%M:%S")
 
@@ -249,10 +251,9 @@ def task_info_from_payload(payload: Mapping[str, Any]) -> TaskInfo:
     if task_id is None:
         raise ValueError("answer has no output.task_id")
     raw_status = output.get("task_status")
-    try:
-        status = TaskStatus(raw_status)
-    except ValueError:
-        raise ValueError(f"unrecognised output.task_status {raw_status!r}") from None
+    if not isinstance(raw_status, str) or raw_status not in _TASK_STATUSES:
+        raise ValueError(f"unrecognised output.task_status {raw_status!r}")
+    status = TaskStatus(raw_status)
     usage = payload.get("usage")
     message = _text(output.get("message"))
     return TaskInfo(
