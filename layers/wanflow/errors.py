@@ -9,7 +9,7 @@ Three kinds of knowledge live here, all as data plus small functions over it:
   the outcome is unknown (a create that may have reached DashScope), and `dashscope_error_rule()` also gives
   the HTTP status wanflow's own API replies with. Both read `DASHSCOPE_ERROR_RULES`.
 * How a finished-but-unsuccessful DashScope task becomes a job error: `JobErrorCode` (wanflow's own codes),
-  `DASHSCOPE_TASK_FAILURES` (hints for DashScope's task codes) and `job_error_for_task()`.
+  `DASHSCOPE_TASK_FAILURES` (hints for DashScope's task codes) and `failure_reason_for_task()`.
 
 This module must not import the rest of wanflow: everything else imports it.
 """
@@ -327,22 +327,28 @@ DASHSCOPE_TASK_FAILURES: Mapping[str, TaskFailureRule] = {
 }
 
 
-class JobError(NamedTuple):
+class FailureReason(NamedTuple):
+    """Why a task ended without a video: the code and message that become the job's `error`."""
+
     code: str
     message: str
 
 
-def job_error_for_task(task_status: str, code: str | None, message: str | None) -> JobError:
-    """The job error for a task that ended FAILED or UNKNOWN (`task_status` is a `TaskStatus` value)."""
+def failure_reason_for_task(task_status: str, code: str | None, message: str | None) -> FailureReason:
+    """Why a task that ended FAILED or UNKNOWN failed (`task_status` is a `TaskStatus` value)."""
     if task_status == "UNKNOWN":
-        return JobError(JobErrorCode.TASK_EXPIRED, JOB_ERROR_MESSAGES[JobErrorCode.TASK_EXPIRED])
+        return FailureReason(JobErrorCode.TASK_EXPIRED, JOB_ERROR_MESSAGES[JobErrorCode.TASK_EXPIRED])
     if not code:
-        return JobError(JobErrorCode.TASK_FAILED, message or JOB_ERROR_MESSAGES[JobErrorCode.TASK_FAILED])
+        return FailureReason(JobErrorCode.TASK_FAILED, message or JOB_ERROR_MESSAGES[JobErrorCode.TASK_FAILED])
     rule = DASHSCOPE_TASK_FAILURES.get(code) or DASHSCOPE_TASK_FAILURES.get(code.split(".", 1)[0])
     text = message or code
     if rule is not None:
         text = f"{text} ({rule.hint})"
-    return JobError(code, text)
+    return FailureReason(code, text)
+
+
+# The old name, only until layers/wanflow/service.py calls failure_reason_for_task; then delete this line.
+job_error_for_task = failure_reason_for_task
 
 
 # ------------------------------------------------------------------------------------------------
