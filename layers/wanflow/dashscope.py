@@ -1,6 +1,6 @@
 """DashScope (Alibaba Model Studio) wire protocol for Wan image-to-video tasks, over httpx (sync).
 
-Endpoints (FACTS.md "Endpoints"; `base` ends in /api/v1):
+Endpoints (docs/dashscope.md "Endpoints"; `base` ends in /api/v1):
 
     create  POST {base}/services/aigc/video-generation/video-synthesis   (X-DashScope-Async: enable)
     query   GET  {base}/tasks/{task_id}

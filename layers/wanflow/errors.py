@@ -192,8 +192,8 @@ _BAD_INPUT = ErrorRule(Retry.NEVER, 400)  # the caller's request is at fault: th
 _OPERATOR_FAULT = ErrorRule(Retry.NEVER, 502)  # the stack's key, account or configuration is at fault
 _OUTCOME_UNKNOWN = ErrorRule(Retry.OUTCOME_UNKNOWN, 504)
 
-# DashScope error codes (FACTS.md "Errors"). A code wins over the HTTP status: Arrearage comes as a 400 but is
-# the account's fault, not the caller's. An unlisted dotted code ("Throttling.Foo") falls back to its prefix.
+# DashScope error codes (docs/dashscope.md "Errors"). A code wins over the HTTP status: Arrearage comes as a 400
+# but is the account's fault, not the caller's. An unlisted dotted code ("Throttling.Foo") falls back to its prefix.
 DASHSCOPE_ERROR_RULES: Mapping[str, ErrorRule] = {
     "Throttling": _THROTTLED,
     "Throttling.RateQuota": _THROTTLED,  # "Requests rate limit exceeded" or "...increased too quickly"
@@ -311,7 +311,7 @@ class TaskFailureRule:
 
 
 # Codes DashScope puts in output.code of a FAILED task. The job keeps DashScope's code and message
-# (PRODUCT.md); the hint is appended because DashScope's messages are often terse.
+# (docs/product.md); the hint is appended because DashScope's messages are often terse.
 DASHSCOPE_TASK_FAILURES: Mapping[str, TaskFailureRule] = {
     "DataInspectionFailed": TaskFailureRule(
         "Content moderation flagged the prompt, the image or the generated video; change the input."
