@@ -1,6 +1,6 @@
 """DashScope (Alibaba Model Studio) wire protocol for Wan image-to-video tasks, over httpx (sync).
 
-Endpoints (FACTS.md "Endpoints"; `base` ends in /api/v1):
+Endpoints (docs/dashscope.md "Endpoints"; `base` ends in /api/v1):
 
     create  POST {base}/services/aigc/video-generation/video-synthesis   (X-DashScope-Async: enable)
     query   GET  {base}/tasks/{task_id}
@@ -13,6 +13,7 @@ Retry policy - why create is different:
   `RetryLaterError` (throttling, 5xx, no answer), up to `max_attempts` calls in all, sleeping with exponential
   backoff and full jitter between calls, or exactly `Retry-After` seconds when DashScope sends that header (if
   Retry-After is longer than `backoff_cap_seconds` it gives up at once and leaves the wait to the caller).
+  The loop is `wanflow.retry.retrying`, wanflow's one retry helper.
 * `create_task` makes exactly one attempt. DashScope has no idempotency key, so a create that may have
   reached DashScope (read timeout, connection dropped after sending, a gateway's bare 502/504, an unreadable
   200) raises `OutcomeUnknownError`: sending it again could start a second, paid task. When nothing was sent
@@ -64,6 +65,7 @@ from wanflow.errors import (
     dashscope_error_rule,
     transport_failure_rule,
 )
+from wanflow.retry import Uniform, full_jitter, honour_retry_after, retry_after_seconds, retrying
 
 __all__ = [
     "DASHSCOPE_CLOCK",
@@ -138,6 +140,8 @@ class TaskStatus(StrEnum):
     def is_terminal(self) -> bool:
         return self not in (TaskStatus.PENDING, TaskStatus.RUNNING)
 
+
+_TASK_STATUSES = frozenset(status.value for status in TaskStatus)
 
 # DashScope's task times: "2026-01-22 23:24:46.527" (no zone given; the times follow the region's clock).
 _DASHSCOPE_TIME_FORMATS = ("%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%d %H:%M:%S")
@@ -247,10 +251,9 @@ def task_info_from_payload(payload: Mapping[str, Any]) -> TaskInfo:
     if task_id is None:
         raise ValueError("answer has no output.task_id")
     raw_status = output.get("task_status")
-    try:
-        status = TaskStatus(raw_status)
-    except ValueError:
-        raise ValueError(f"unrecognised output.task_status {raw_status!r}") from None
+    if not isinstance(raw_status, str) or raw_status not in _TASK_STATUSES:
+        raise ValueError(f"unrecognised output.task_status {raw_status!r}")
+    status = TaskStatus(raw_status)
     usage = payload.get("usage")
     message = _text(output.get("message"))
     return TaskInfo(
@@ -399,7 +402,7 @@ class DashScopeClient:
         sleep: Callable[[float], None] = time.sleep,
         backoff_base_seconds: float = 0.5,
         backoff_cap_seconds: float = 8.0,
-        rng: random.Random | None = None,
+        rng: Uniform | None = None,
     ) -> None:
         if not base_url.startswith(("https://", "http://")):
             raise ValueError(f"DashScope base URL must be http(s)://...: {base_url!r}")
@@ -662,38 +665,40 @@ class DashScopeClient:
         return error
 
     def _with_retries(self, operation: str, attempt: Callable[[], T]) -> T:
-        for attempt_no in range(1, self._max_attempts + 1):
-            try:
-                return attempt()
-            except RetryLaterError as err:
-                if attempt_no == self._max_attempts:
-                    raise
-                delay = self._retry_delay(attempt_no, err.retry_after_seconds)
-                if delay is None:
-                    logger.warning(
-                        "DashScope %s: Retry-After %.0fs is longer than this client waits; giving up",
-                        operation,
-                        err.retry_after_seconds,
-                    )
-                    raise
-                logger.warning(
-                    "DashScope %s: retrying in %.2fs (attempt %d of %d failed: %s)",
-                    operation,
-                    delay,
-                    attempt_no,
-                    self._max_attempts,
-                    err.code,
-                )
-                self._sleep(delay)
-        raise AssertionError("unreachable: the last attempt returns or raises")
+        """Call `attempt` until it succeeds, retrying RetryLaterError per the module docstring's policy."""
 
-    def _retry_delay(self, attempt_no: int, retry_after: float | None) -> float | None:
-        """Seconds to wait before the next attempt, or None to stop waiting here."""
-        if retry_after is not None:
-            return retry_after if retry_after <= self._backoff_cap else None
-        # Full jitter (uniform in [0, exponential bound]) spreads retries of many containers apart.
-        bound = min(self._backoff_cap, self._backoff_base * 2 ** (attempt_no - 1))
-        return self._rng.uniform(0, bound)
+        def log_retry(attempt_no: int, error: BaseException, delay: float) -> None:
+            logger.warning(
+                "DashScope %s: retrying in %.2fs (attempt %d of %d failed: %s)",
+                operation,
+                delay,
+                attempt_no,
+                self._max_attempts,
+                getattr(error, "code", None),
+            )
+
+        def log_give_up(attempt_no: int, error: BaseException) -> None:
+            if attempt_no < self._max_attempts:  # attempts left, so the wait asked for was too long
+                logger.warning(
+                    "DashScope %s: Retry-After %.0fs is longer than this client waits; giving up",
+                    operation,
+                    retry_after_seconds(error),
+                )
+
+        return retrying(
+            RetryLaterError,
+            max_attempts=self._max_attempts,
+            # Exactly Retry-After when DashScope sends it (given up at once when longer than the cap), otherwise
+            # full jitter (uniform in [0, exponential bound]), which spreads retries of many containers apart.
+            backoff=honour_retry_after(
+                full_jitter(self._backoff_base, self._backoff_cap, rng=self._rng),
+                exactly=True,
+            ),
+            max_wait_seconds=self._backoff_cap,
+            sleep=self._sleep,
+            on_retry=log_retry,
+            on_give_up=log_give_up,
+        )(attempt)
 
 
 # ------------------------------------------------------------------------------------------------

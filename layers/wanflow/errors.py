@@ -9,7 +9,7 @@ Three kinds of knowledge live here, all as data plus small functions over it:
   the outcome is unknown (a create that may have reached DashScope), and `dashscope_error_rule()` also gives
   the HTTP status wanflow's own API replies with. Both read `DASHSCOPE_ERROR_RULES`.
 * How a finished-but-unsuccessful DashScope task becomes a job error: `JobErrorCode` (wanflow's own codes),
-  `DASHSCOPE_TASK_FAILURES` (hints for DashScope's task codes) and `job_error_for_task()`.
+  `DASHSCOPE_TASK_FAILURES` (hints for DashScope's task codes) and `failure_reason_for_task()`.
 
 This module must not import the rest of wanflow: everything else imports it.
 """
@@ -192,8 +192,8 @@ _BAD_INPUT = ErrorRule(Retry.NEVER, 400)  # the caller's request is at fault: th
 _OPERATOR_FAULT = ErrorRule(Retry.NEVER, 502)  # the stack's key, account or configuration is at fault
 _OUTCOME_UNKNOWN = ErrorRule(Retry.OUTCOME_UNKNOWN, 504)
 
-# DashScope error codes (FACTS.md "Errors"). A code wins over the HTTP status: Arrearage comes as a 400 but is
-# the account's fault, not the caller's. An unlisted dotted code ("Throttling.Foo") falls back to its prefix.
+# DashScope error codes (docs/dashscope.md "Errors"). A code wins over the HTTP status: Arrearage comes as a 400
+# but is the account's fault, not the caller's. An unlisted dotted code ("Throttling.Foo") falls back to its prefix.
 DASHSCOPE_ERROR_RULES: Mapping[str, ErrorRule] = {
     "Throttling": _THROTTLED,
     "Throttling.RateQuota": _THROTTLED,  # "Requests rate limit exceeded" or "...increased too quickly"
@@ -311,7 +311,7 @@ class TaskFailureRule:
 
 
 # Codes DashScope puts in output.code of a FAILED task. The job keeps DashScope's code and message
-# (PRODUCT.md); the hint is appended because DashScope's messages are often terse.
+# (docs/product.md); the hint is appended because DashScope's messages are often terse.
 DASHSCOPE_TASK_FAILURES: Mapping[str, TaskFailureRule] = {
     "DataInspectionFailed": TaskFailureRule(
         "Content moderation flagged the prompt, the image or the generated video; change the input."
@@ -327,22 +327,28 @@ DASHSCOPE_TASK_FAILURES: Mapping[str, TaskFailureRule] = {
 }
 
 
-class JobError(NamedTuple):
+class FailureReason(NamedTuple):
+    """Why a task ended without a video: the code and message that become the job's `error`."""
+
     code: str
     message: str
 
 
-def job_error_for_task(task_status: str, code: str | None, message: str | None) -> JobError:
-    """The job error for a task that ended FAILED or UNKNOWN (`task_status` is a `TaskStatus` value)."""
+def failure_reason_for_task(task_status: str, code: str | None, message: str | None) -> FailureReason:
+    """Why a task that ended FAILED or UNKNOWN failed (`task_status` is a `TaskStatus` value)."""
     if task_status == "UNKNOWN":
-        return JobError(JobErrorCode.TASK_EXPIRED, JOB_ERROR_MESSAGES[JobErrorCode.TASK_EXPIRED])
+        return FailureReason(JobErrorCode.TASK_EXPIRED, JOB_ERROR_MESSAGES[JobErrorCode.TASK_EXPIRED])
     if not code:
-        return JobError(JobErrorCode.TASK_FAILED, message or JOB_ERROR_MESSAGES[JobErrorCode.TASK_FAILED])
+        return FailureReason(JobErrorCode.TASK_FAILED, message or JOB_ERROR_MESSAGES[JobErrorCode.TASK_FAILED])
     rule = DASHSCOPE_TASK_FAILURES.get(code) or DASHSCOPE_TASK_FAILURES.get(code.split(".", 1)[0])
     text = message or code
     if rule is not None:
         text = f"{text} ({rule.hint})"
-    return JobError(code, text)
+    return FailureReason(code, text)
+
+
+# The old name, only until layers/wanflow/service.py calls failure_reason_for_task; then delete this line.
+job_error_for_task = failure_reason_for_task
 
 
 # ------------------------------------------------------------------------------------------------

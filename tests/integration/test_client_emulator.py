@@ -25,7 +25,7 @@ from wanflow.dashscope import (
     TaskStatus,
     ThrottledError,
 )
-from wanflow.errors import job_error_for_task
+from wanflow.errors import failure_reason_for_task
 from wanflow_tools.emulator import Emulator
 from wanflow_tools.testing import ManualClock, image_data_uri
 
@@ -150,7 +150,7 @@ def test_failed_task_reports_dashscope_code(client: DashScopeClient, emulator: E
     assert failed.status is TaskStatus.FAILED
     assert failed.code == "DataInspectionFailed"
     assert failed.message
-    assert job_error_for_task(failed.status, failed.code, failed.message).code == "DataInspectionFailed"
+    assert failure_reason_for_task(failed.status, failed.code, failed.message).code == "DataInspectionFailed"
 
 
 def test_task_expires_to_unknown(client: DashScopeClient, clock: ManualClock):
@@ -158,7 +158,7 @@ def test_task_expires_to_unknown(client: DashScopeClient, clock: ManualClock):
     clock.advance(86_400)
     expired = client.get_task(created.task_id)
     assert expired.status is TaskStatus.UNKNOWN
-    assert job_error_for_task(expired.status, expired.code, expired.message).code == "TaskExpired"
+    assert failure_reason_for_task(expired.status, expired.code, expired.message).code == "TaskExpired"
 
 
 def test_cancel_a_pending_task(client: DashScopeClient):

@@ -100,7 +100,7 @@ QUERY_SUCCEEDED_JAVA_SAMPLE = {
     "code": "",
     "message": "",
 }
-# The "failed task" and "expired task" tabs of the reference (shape per FACTS.md "Responses").
+# The "failed task" and "expired task" tabs of the reference (shape per docs/dashscope.md "Responses").
 QUERY_FAILED_SAMPLE = {
     "request_id": "e5d70b02-ebd3-98ce-9fe8-xxxxxx",
     "output": {

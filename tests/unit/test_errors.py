@@ -24,7 +24,7 @@ from wanflow.errors import (
     classify_dashscope,
     classify_transport_failure,
     dashscope_error_rule,
-    job_error_for_task,
+    failure_reason_for_task,
 )
 
 # (DashScope HTTP status, DashScope code, retry class, status of wanflow's own reply)
@@ -190,31 +190,31 @@ def test_wanflow_job_error_codes():
 
 
 def test_unknown_task_becomes_task_expired():
-    code, message = job_error_for_task("UNKNOWN", None, None)
+    code, message = failure_reason_for_task("UNKNOWN", None, None)
     assert code == "TaskExpired"
     assert "24 hours" in message
 
 
 def test_failed_task_keeps_dashscope_code_and_message_and_adds_a_hint():
-    code, message = job_error_for_task("FAILED", "DataInspectionFailed", "Output data may contain bad content.")
+    code, message = failure_reason_for_task("FAILED", "DataInspectionFailed", "Output data may contain bad content.")
     assert code == "DataInspectionFailed"
     assert message.startswith("Output data may contain bad content.")
     assert DASHSCOPE_TASK_FAILURES["DataInspectionFailed"].hint in message
 
 
 def test_failed_task_with_a_dotted_code_gets_its_prefix_hint():
-    code, message = job_error_for_task("FAILED", "InternalError.Algo", "algo error")
+    code, message = failure_reason_for_task("FAILED", "InternalError.Algo", "algo error")
     assert code == "InternalError.Algo"
     assert DASHSCOPE_TASK_FAILURES["InternalError"].hint in message
 
 
 def test_failed_task_with_an_unknown_code_is_passed_through():
-    assert job_error_for_task("FAILED", "SomethingNew", "it broke") == ("SomethingNew", "it broke")
+    assert failure_reason_for_task("FAILED", "SomethingNew", "it broke") == ("SomethingNew", "it broke")
 
 
 def test_failed_task_without_a_code_gets_wanflow_code():
-    assert job_error_for_task("FAILED", None, None) == (
+    assert failure_reason_for_task("FAILED", None, None) == (
         "TaskFailed",
         JOB_ERROR_MESSAGES[JobErrorCode.TASK_FAILED],
     )
-    assert job_error_for_task("FAILED", "", "reason given") == ("TaskFailed", "reason given")
+    assert failure_reason_for_task("FAILED", "", "reason given") == ("TaskFailed", "reason given")

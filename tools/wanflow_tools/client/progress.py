@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from wanflow.retry import retrying
 from wanflow_tools.client.api import ApiClient
 from wanflow_tools.client.errors import ApiError, ClientError, DeadlineError, UnavailableError
 from wanflow_tools.client.render import TERMINAL_STATUSES, elapsed_seconds, format_duration
@@ -98,31 +99,22 @@ def wait_for_job(
     # A terminal redraws its elapsed-time counter every second between polls; a log gets one line per change.
     tick = 1.0 if display.tty else None
     job: dict[str, Any] | None = None
-    failures = 0
-    next_poll = started
-    try:
+    polled_at = started  # when the latest poll began; waits count from there
+
+    def poll() -> dict[str, Any]:
+        nonlocal polled_at
+        polled_at = clock.monotonic()
+        return api.get_job(job_id)
+
+    def show(now: float) -> None:
+        if job is not None:
+            elapsed = elapsed_seconds(job, clock.now())
+            display.show(job, now - started if elapsed is None else elapsed)
+
+    def wait_until(next_poll: float) -> None:
+        """Sleep until the next poll, redrawing on a terminal; DeadlineError when the deadline comes first."""
+        now = polled_at
         while True:
-            now = clock.monotonic()
-            if now >= next_poll:
-                try:
-                    job = api.get_job(job_id)
-                except ClientError as error:
-                    if not _is_transient(error):
-                        raise
-                    failures += 1
-                    if failures > MAX_TRANSIENT_FAILURES:
-                        raise
-                    delay = _retry_delay(error, failures, interval)
-                    display.note(f"{error}; retrying in {delay:.0f} s")
-                    next_poll = now + delay
-                else:
-                    failures = 0
-                    next_poll = now + interval
-            if job is not None:
-                elapsed = elapsed_seconds(job, clock.now())
-                display.show(job, now - started if elapsed is None else elapsed)
-                if job.get("status") in TERMINAL_STATUSES:
-                    return job
             if deadline is not None and now >= deadline:
                 status = job.get("status") if job else "unknown"
                 raise DeadlineError(f"job {job_id} is still {status} after {timeout:g} s", job)
@@ -132,6 +124,32 @@ def wait_for_job(
             if deadline is not None:
                 wake = min(wake, deadline)
             clock.sleep(max(0.0, wake - now))
+            now = clock.monotonic()
+            if now >= next_poll:
+                return
+            show(now)
+
+    def pause_after_failure(delay: float) -> None:
+        # The retry helper's sleep: the last job seen stays on screen, and the deadline can cut the wait short
+        # (that DeadlineError goes straight through the helper, which retries only what the API call raised).
+        show(polled_at)
+        wait_until(polled_at + delay)
+
+    # Transient failures (429, 5xx, connection trouble) are retried; the count starts again after each success.
+    poll_with_retries = retrying(
+        lambda error: isinstance(error, ClientError) and _is_transient(error),
+        max_attempts=MAX_TRANSIENT_FAILURES + 1,
+        backoff=lambda failures, error: _retry_delay(error, failures, interval),
+        sleep=pause_after_failure,
+        on_retry=lambda failures, error, delay: display.note(f"{error}; retrying in {delay:.0f} s"),
+    )
+    try:
+        while True:
+            job = poll_with_retries(poll)
+            show(polled_at)
+            if job.get("status") in TERMINAL_STATUSES:
+                return job
+            wait_until(polled_at + interval)
     finally:
         display.close()
 
@@ -142,7 +160,7 @@ def _is_transient(error: ClientError) -> bool:
     return isinstance(error, UnavailableError | DeadlineError)
 
 
-def _retry_delay(error: ClientError, failures: int, interval: float) -> float:
+def _retry_delay(error: BaseException, failures: int, interval: float) -> float:
     if isinstance(error, ApiError) and error.retry_after:
         try:
             return max(float(error.retry_after), 0.5)
