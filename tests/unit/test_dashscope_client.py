@@ -39,8 +39,9 @@ CREATE_BODY = {
     "parameters": {"resolution": "720P", "duration": 10, "prompt_extend": True, "watermark": False},
 }
 
-# Sample answers from api-reference-id.txt. The Python samples print the SDK's response object, whose extra
-# top-level keys (status_code, code, message) the HTTP body does not have; they must be harmless.
+# Sample answers from the seed API reference (docs/dashscope.md "Reading these facts"). The Python samples print the
+# SDK's response object, whose extra top-level keys (status_code, code, message) the HTTP body does not have; they
+# must be harmless.
 CREATE_ANSWER_SDK_SAMPLE = {
     "status_code": 200,
     "request_id": "6dc3bf6c-be18-9268-9c27-xxxxxx",

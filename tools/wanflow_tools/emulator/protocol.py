@@ -1,7 +1,8 @@
 """DashScope wire details the emulator reproduces: paths, error codes and messages, time formats.
 
-Messages follow what DashScope answers (FACTS.md, the API reference and the SDK sources). Where the real text is
-not documented (the cancel refusal, the FAILED-task messages) the text here is a close, plainly worded stand-in.
+Messages follow what DashScope answers (docs/dashscope.md, the API reference and the SDK sources). Where the real
+text is not documented (the cancel refusal, the FAILED-task messages) the text here is a close, plainly worded
+stand-in.
 """
 
 from __future__ import annotations

@@ -96,7 +96,7 @@ def family(spec: ModelSpec) -> str:
 
 
 def usage_for(task: AcceptedTask, width: int, height: int) -> dict[str, Any]:
-    """The `usage` object of a SUCCEEDED task; its keys differ by model family (FACTS.md)."""
+    """The `usage` object of a SUCCEEDED task; its keys differ by model family (docs/dashscope.md)."""
     if family(task.spec) in ("wan2.6", "wan2.5"):
         return {
             "duration": task.duration,
