@@ -347,10 +347,6 @@ def failure_reason_for_task(task_status: str, code: str | None, message: str | N
     return FailureReason(code, text)
 
 
-# The old name, only until layers/wanflow/service.py calls failure_reason_for_task; then delete this line.
-job_error_for_task = failure_reason_for_task
-
-
 # ------------------------------------------------------------------------------------------------
 # Errors that steer the state machine
 # ------------------------------------------------------------------------------------------------

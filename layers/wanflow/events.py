@@ -94,4 +94,4 @@ class S3Notification(BaseModel):
 class IntakeRecord(SqsRecordModel):
     """An SQS record of the intake queue: its body is an S3 event notification."""
 
-    body: Json[S3Notification]  # type: ignore[assignment]  # narrows Powertools' `str | Json[Any]`
+    body: Json[S3Notification]  # narrows Powertools' `str | type[BaseModel] | BaseModel`

@@ -26,10 +26,10 @@ def dependencies() -> Dependencies:
     settings = get_settings()
     return Dependencies(
         settings=settings,
-        jobs=JobTable(boto.resource("dynamodb").Table(settings.jobs_table)),
-        objects=S3Objects(boto.client("s3")),
-        workflow=StepFunctionsWorkflow(boto.client("stepfunctions"), settings.state_machine_arn),
-        notifier=SnsNotifier(boto.client("sns"), settings.topic_arn),
+        jobs=JobTable(boto.dynamodb_table(settings.jobs_table)),
+        objects=S3Objects(boto.s3()),
+        workflow=StepFunctionsWorkflow(boto.stepfunctions(), settings.state_machine_arn),
+        notifier=SnsNotifier(boto.sns(), settings.topic_arn),
         dashscope_client=functools.partial(dashscope_from_secret, settings),
     )
 
@@ -56,13 +56,12 @@ def dashscope_from_secret(settings: Settings) -> DashScopeApi:
 
 def api_key_from_secret(secret: str | bytes | dict[str, Any]) -> str:
     """The key from the secret's value: plain text, or JSON `{"api_key": "sk-..."}`."""
-    if isinstance(secret, bytes):
-        secret = secret.decode()
-    if isinstance(secret, str) and secret.strip().startswith("{"):
-        secret = json.loads(secret)
-    if isinstance(secret, dict):
-        secret = str(secret.get("api_key") or secret.get("DASHSCOPE_API_KEY") or "")
-    key = secret.strip()
+    value: Any = secret.decode() if isinstance(secret, bytes) else secret
+    if isinstance(value, str) and value.strip().startswith("{"):
+        value = json.loads(value)
+    if isinstance(value, dict):
+        value = value.get("api_key") or value.get("DASHSCOPE_API_KEY") or ""
+    key = str(value).strip()
     if not key:
         raise WanflowError("the DashScope API key secret is empty; put the key in it", code="ConfigurationError")
     return key

@@ -9,13 +9,16 @@ from __future__ import annotations
 import base64
 import json
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from boto3.dynamodb.conditions import Key
+from boto3.dynamodb.conditions import ConditionBase, Key
 from botocore.exceptions import ClientError
 
 from wanflow.jobs import Job, JobStatus
 from wanflow.ports import JobRepository, VersionConflict
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.service_resource import Table
 
 RECORD_TYPE = "job"
 KEEP_FINISHED_JOBS = timedelta(days=90)  # TTL: finished jobs are deleted this long after they end
@@ -24,7 +27,7 @@ KEEP_FINISHED_JOBS = timedelta(days=90)  # TTL: finished jobs are deleted this l
 class JobTable(JobRepository):
     """Jobs in one DynamoDB table (keys and indexes in docs/architecture.md); `table` is a boto3 Table."""
 
-    def __init__(self, table: Any) -> None:
+    def __init__(self, table: Table) -> None:
         self._table = table
 
     def create(self, job: Job) -> bool:
@@ -92,7 +95,7 @@ class JobTable(JobRepository):
         return self._query_all({"IndexName": "by_created", "KeyConditionExpression": condition})
 
     def _with_status(self, status: JobStatus, *, since: str | None = None) -> list[Job]:
-        condition = Key("status").eq(status.value)
+        condition: ConditionBase = Key("status").eq(status.value)
         if since is not None:
             condition = condition & Key("created_at").gte(since)
         return self._query_all({"IndexName": "by_status", "KeyConditionExpression": condition})

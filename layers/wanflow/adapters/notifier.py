@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wanflow.jobs import Job, JobStatus, rfc3339, utc_now
+
+if TYPE_CHECKING:
+    from mypy_boto3_sns import SNSClient
 
 SCHEMA = "wanflow.job.v1"
 EVENT_TYPES = {
@@ -22,7 +25,7 @@ def job_event(job: Job, job_view: dict[str, Any]) -> dict[str, Any]:
 class SnsNotifier:
     """The `Notifier` of a deployed stack; `sns` is a boto3 SNS client."""
 
-    def __init__(self, sns: Any, topic_arn: str) -> None:
+    def __init__(self, sns: SNSClient, topic_arn: str) -> None:
         self._sns = sns
         self._topic_arn = topic_arn
 

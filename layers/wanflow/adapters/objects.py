@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from botocore.exceptions import ClientError
 
 from wanflow.adapters import video_copy
 from wanflow.ports import StoredObject
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:
@@ -23,7 +26,7 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
 class S3Objects:
     """The `ObjectStorage` of a deployed stack; `s3` is a boto3 S3 client."""
 
-    def __init__(self, s3: Any) -> None:
+    def __init__(self, s3: S3Client) -> None:
         self._s3 = s3
 
     def presigned_get(self, bucket: str, key: str, ttl_seconds: int) -> str:
@@ -71,7 +74,7 @@ class S3Objects:
         if version_id:
             params["VersionId"] = version_id
         try:
-            return self._s3.head_object(**params)
+            return dict(self._s3.head_object(**params))
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound", "NoSuchVersion"}:
                 return None

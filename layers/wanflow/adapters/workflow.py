@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
 
 from wanflow.events import ExecutionInput, PollState
+
+if TYPE_CHECKING:
+    from mypy_boto3_stepfunctions import SFNClient
 
 
 def execution_arn(state_machine_arn: str, job_id: str) -> str:
@@ -18,7 +21,7 @@ def execution_arn(state_machine_arn: str, job_id: str) -> str:
 class StepFunctionsWorkflow:
     """The `WorkflowEngine` of a deployed stack; `stepfunctions` is a boto3 Step Functions client."""
 
-    def __init__(self, stepfunctions: Any, state_machine_arn: str) -> None:
+    def __init__(self, stepfunctions: SFNClient, state_machine_arn: str) -> None:
         self._sfn = stepfunctions
         self._state_machine_arn = state_machine_arn
 

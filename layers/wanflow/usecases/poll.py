@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from wanflow.dashscope import TaskInfo, TaskStatus
-from wanflow.errors import JobErrorCode, JobFailure, RetryLaterError, TransientError, job_error_for_task
+from wanflow.errors import JobErrorCode, JobFailure, RetryLaterError, TransientError, failure_reason_for_task
 from wanflow.events import PollState, StepError
 from wanflow.jobs import Job, JobStatus, Stage, utc_now
 from wanflow.usecases.context import Dependencies, require_job
@@ -47,7 +47,7 @@ def check_status(deps: Dependencies, job_id: str, previous_polls: int) -> PollSt
     if task.status is TaskStatus.SUCCEEDED:
         return PollState(next="finalize", polls=polls)
     if task.status.is_terminal:
-        reason = job_error_for_task(task.status.value, task.code, task.message)
+        reason = failure_reason_for_task(task.status.value, task.code, task.message)
         error = StepError(
             code=reason.code,
             message=reason.message,

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import logging
 import mimetypes
-import random
 import re
 from collections.abc import Callable
 from datetime import timedelta
@@ -40,6 +39,7 @@ from wanflow.jobs import (
     utc_now,
 )
 from wanflow.request import JobRequest, check_image_bytes, parse_job_request
+from wanflow.retry import exponential, honour_retry_after, jittered, retrying
 from wanflow.usecases import ending
 from wanflow.usecases.context import Dependencies
 
@@ -179,17 +179,14 @@ def _create_task(deps: Dependencies, body: dict[str, Any]) -> TaskInfo:
     error (the API answers 429, the intake hands the message back to SQS). An outcome-unknown create is never
     repeated.
     """
-    deadline = deps.monotonic() + deps.settings.create_retry_seconds
-    delay = 0.25
-    while True:
-        try:
-            return deps.dashscope.create_task(body)
-        except RetryLaterError as exc:
-            wait = max(delay, exc.retry_after_seconds or 0.0) * random.uniform(1.0, 1.5)
-            if deps.monotonic() + wait > deadline:
-                raise
-            deps.sleep(wait)
-            delay *= 2
+    ride_out = retrying(
+        RetryLaterError,
+        deadline_seconds=deps.settings.create_retry_seconds,
+        backoff=jittered(honour_retry_after(exponential(0.25)), 1.0, 1.5),
+        sleep=deps.sleep,
+        clock=deps.monotonic,
+    )
+    return ride_out(deps.dashscope.create_task, body)
 
 
 def _check_s3_sources(deps: Dependencies, request: JobRequest) -> None:
