@@ -6,7 +6,7 @@ here. Sources, abbreviated in ``ModelSpec.sources``:
 - ``ref-zh``: help.aliyun.com/zh/model-studio/image-to-video-api-reference (newest official API reference)
 - ``ref-zh-2025-12``: the December 2025 copy of the same page
 - ``ref-en-legacy``: alibabacloud.com/help/en/model-studio/legacy-image-to-video-api-reference
-- ``ref-id``: the Indonesian API reference this product was specified from (shared/dashscope/api-reference-id.txt)
+- ``ref-id``: the Indonesian API reference this product was specified from (see docs/dashscope.md "Sources")
 - ``pricing`` / ``limits``: the international pricing and rate-limit pages
 
 Where versions of the documentation disagree, the table accepts the wider documented range (so that a request

@@ -1,6 +1,6 @@
 """The job: its record, its public view and the status machine that every update goes through.
 
-`status` is what users see (PRODUCT.md): PENDING, RUNNING, SUCCEEDED, FAILED, CANCELED. `stage` is wanflow's own
+`status` is what users see (docs/product.md section 2): PENDING, RUNNING, SUCCEEDED, FAILED, CANCELED. `stage` is wanflow's own
 step inside it, needed to never create a second DashScope task and never send a second notification:
 
     accepted -> creating -> submitted -> finalizing -> done
@@ -193,7 +193,7 @@ class Job(BaseModel):
         self.error = JobError(code=code, message=message, provider_request_id=provider_request_id)
 
     def public_view(self, output_url: str | None = None) -> dict[str, Any]:
-        """The job as PRODUCT.md section 2 shows it."""
+        """The job as docs/product.md section 2 shows it."""
         view: dict[str, Any] = {
             "job_id": self.job_id,
             "status": self.status.value,

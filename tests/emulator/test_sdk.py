@@ -20,7 +20,7 @@ from emulator_support import API_KEY, StaticFiles, image_data_uri, wav_bytes
 
 from wanflow_tools.emulator import Emulator
 
-# The prompt of the API reference's sample request (api-reference-id.txt).
+# The prompt of the API reference's sample request (docs/dashscope.md "Sources", ref-id).
 SAMPLE_PROMPT = (
     "A scene of urban fantasy art. A dynamic graffiti art character. A boy made of spray paint comes to life from a "
     "concrete wall. He raps an English song at high speed while striking a classic, energetic rapper pose. The scene "

@@ -23,7 +23,7 @@ RAP_PROMPT = (
     "cinematic atmosphere full of high energy and amazing detail. The audio of the video consists entirely of his "
     "rap, with no other dialogue or noise."
 )
-# The seed reference's sample request (api-reference-id.txt), as an HTTP body.
+# The seed reference's sample request (docs/dashscope.md "Sources", ref-id), as an HTTP body.
 SEED_SAMPLE = {
     "model": "wan2.6-i2v-flash",
     "input": {
