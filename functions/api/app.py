@@ -12,6 +12,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from wanflow.errors import WanflowError
 from wanflow.http import (
     error_response,
+    idempotency_key_of,
     job_id_from_path,
     list_query,
     parse_json_body,
@@ -34,11 +35,11 @@ def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Resp
 @app.post("/v1/jobs")
 def create_job() -> Response:
     event = app.current_event
-    body = parse_json_body(event.decoded_body, event.raw_event.get("body"))
+    body = parse_json_body(event.body, base64_encoded=bool(event.is_base64_encoded))
     job, created = submit_api_job(
         dependencies(),
         body,
-        idempotency_key=event.headers.get("idempotency-key"),
+        idempotency_key=idempotency_key_of(event.headers),
         principal=principal_of(event.raw_event),
     )
     logger.set_correlation_id(job.job_id)
@@ -69,7 +70,7 @@ def cancel_job(job_id: str) -> Response:
 @app.post("/v1/uploads")
 def create_upload() -> Response:
     event = app.current_event
-    body = parse_json_body(event.decoded_body, event.raw_event.get("body"))
+    body = parse_json_body(event.body, base64_encoded=bool(event.is_base64_encoded))
     content_type = body.get("content_type") if isinstance(body, dict) else None
     return _json(201, queries.create_upload(dependencies(), str(content_type or "")))
 

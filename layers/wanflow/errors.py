@@ -65,8 +65,16 @@ class InvalidRequest(WanflowError):
     code = "InvalidParameter"
     http_status = 400
 
+    # Errors are stored on jobs and published in events: however hostile the input, they stay small.
+    MAX_ERRORS = 50
+    MAX_FIELD_CHARS = 200
+    MAX_MESSAGE_CHARS = 500
+
     def __init__(self, errors: list[FieldError], message: str | None = None) -> None:
-        self.errors = list(errors)
+        self.errors = [
+            FieldError(_clip(error.field, self.MAX_FIELD_CHARS), _clip(error.message, self.MAX_MESSAGE_CHARS))
+            for error in errors[: self.MAX_ERRORS]
+        ]
         if message is None:
             fields = ", ".join(error.field for error in self.errors) or "the request"
             message = f"Invalid request: {fields}."
@@ -76,6 +84,10 @@ class InvalidRequest(WanflowError):
         body = super().to_dict()
         body["errors"] = [{"field": error.field, "message": error.message} for error in self.errors]
         return body
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class NotFound(WanflowError):

@@ -2,33 +2,38 @@
 
 from __future__ import annotations
 
-import json
+import base64
 import math
 import re
 from typing import Any
 
 from wanflow.errors import DashScopeError, FieldError, InvalidRequest, NotFound, PayloadTooLarge, WanflowError
 from wanflow.jobs import JobStatus
+from wanflow.request import parse_json_text
 
 # Lambda takes at most 6 MB per synchronous invocation; past this, a client should use POST /v1/uploads.
 MAX_BODY_BYTES = 5 * 1024 * 1024
+IDEMPOTENCY_KEY_MAX_CHARS = 255
 DEFAULT_LIST_LIMIT = 20
 MAX_LIST_LIMIT = 100
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
-def parse_json_body(decoded: str | None, raw: str | None) -> Any:
-    if raw is not None and len(raw) > MAX_BODY_BYTES:
+def parse_json_body(raw: str | None, *, base64_encoded: bool) -> Any:
+    """The request body as JSON; 413 past the size limit, 400 naming `body` for anything that is not JSON."""
+    if raw is not None and len(raw) > (MAX_BODY_BYTES * 4 // 3 + 4 if base64_encoded else MAX_BODY_BYTES):
         raise PayloadTooLarge(
             f"the request body is larger than {MAX_BODY_BYTES} bytes; upload the image with POST /v1/uploads "
             "and pass its s3:// URI as img_url"
         )
-    if not decoded:
+    if not raw:
         raise InvalidRequest([FieldError("body", "is empty; send a JSON object")])
     try:
-        return json.loads(decoded)
-    except ValueError as exc:
-        raise InvalidRequest([FieldError("body", f"is not valid JSON: {exc}")]) from None
+        data = base64.b64decode(raw, validate=True) if base64_encoded else raw.encode("utf-8", "surrogatepass")
+        text = data.decode("utf-8")
+    except (ValueError, UnicodeError):
+        raise InvalidRequest([FieldError("body", "is not UTF-8 text; send a JSON object")]) from None
+    return parse_json_text(text, field="body")
 
 
 def job_id_from_path(job_id: str) -> str:
@@ -38,24 +43,38 @@ def job_id_from_path(job_id: str) -> str:
 
 
 def list_query(query: dict[str, str]) -> tuple[JobStatus | None, int, str | None]:
+    """`status`, `limit` and `cursor` of `GET /v1/jobs`; a parameter given empty is an error, not a default."""
     errors: list[FieldError] = []
     status: JobStatus | None = None
-    if query.get("status"):
+    if "status" in query:
         try:
             status = JobStatus(query["status"].upper())
         except ValueError:
             errors.append(FieldError("status", f"must be one of {', '.join(JobStatus)}"))
     limit = DEFAULT_LIST_LIMIT
-    if query.get("limit"):
-        try:
-            limit = int(query["limit"])
-        except ValueError:
-            limit = -1
+    if "limit" in query:
+        raw_limit = query["limit"].strip()
+        limit = int(raw_limit) if raw_limit.isdigit() and len(raw_limit) <= 4 else -1
         if not 1 <= limit <= MAX_LIST_LIMIT:
             errors.append(FieldError("limit", f"must be a whole number from 1 to {MAX_LIST_LIMIT}"))
+    cursor = query.get("cursor")
+    if cursor is not None and not cursor:
+        errors.append(FieldError("cursor", "is empty; pass the next_cursor of the previous page, or no cursor"))
     if errors:
         raise InvalidRequest(errors)
-    return status, limit, query.get("cursor") or None
+    return status, limit, cursor
+
+
+def idempotency_key_of(headers: dict[str, str]) -> str | None:
+    """The Idempotency-Key header: 1-255 printable characters, or absent."""
+    key = headers.get("idempotency-key")
+    if key is None:
+        return None
+    if not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX_CHARS or not key.isprintable():
+        raise InvalidRequest(
+            [FieldError("Idempotency-Key", f"must be 1-{IDEMPOTENCY_KEY_MAX_CHARS} printable characters")]
+        )
+    return key
 
 
 def principal_of(event: dict[str, Any]) -> str:

@@ -1,7 +1,7 @@
 """The job: its record, its public view and the status machine that every update goes through.
 
-`status` is what users see (docs/product.md section 2): PENDING, RUNNING, SUCCEEDED, FAILED, CANCELED. `stage` is wanflow's own
-step inside it, needed to never create a second DashScope task and never send a second notification:
+`status` is what users see (docs/product.md section 2): PENDING, RUNNING, SUCCEEDED, FAILED, CANCELED. `stage` is
+wanflow's own step inside it, needed to never create a second DashScope task and never send a second notification:
 
     accepted -> creating -> submitted -> finalizing -> done
                    |  \\-> accepted (DashScope throttled: nothing was created, try again later)
@@ -98,6 +98,7 @@ class Notification(StrEnum):
     NONE = "none"
     CLAIMED = "claimed"  # one process owns publishing; others must not publish
     PUBLISHED = "published"
+    UNDELIVERABLE = "undeliverable"  # publishing failed too often; recorded, alarmed once, never retried
 
 
 class Provider(BaseModel):
@@ -173,6 +174,7 @@ class Job(BaseModel):
     deadline_at: datetime | None = None
     polls: int = 0
     notification: Notification = Notification.NONE
+    notification_attempts: int = 0  # publishes the sweeper started for this job
     version: int = 0
 
     def advance(self, status: JobStatus, stage: Stage) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import json
 import re
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -33,6 +34,12 @@ from wanflow.errors import FieldError, InvalidRequest
 METADATA_MAX_ENTRIES = 20
 METADATA_KEY_MAX_CHARS = 64
 METADATA_VALUE_MAX_CHARS = 512
+# https:// and s3:// sources. Every job must fit in one DynamoDB item (400 KB) and its event in one SNS message
+# (256 KB), so nothing a job stores or publishes may be unbounded; real signed URLs are well under 2 KB.
+URL_MAX_CHARS = 2048
+# A job body nests four levels (body > input > ...); anything far deeper is hostile, not a request.
+MAX_JSON_DEPTH = 32
+MODEL_NAME_MAX_CHARS = 64
 
 _DATA_URI = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+);base64,(?P<payload>.*)$", re.DOTALL)
 # Pillow's format names for the MIME types DashScope accepts.
@@ -106,6 +113,39 @@ def redact_data_uri(url: str) -> str:
     return f"data:{match['mime']};base64,<{len(match['payload'])} characters>"
 
 
+def parse_json_text(text: str | bytes, *, field: str) -> Any:
+    """JSON from untrusted text, refusing nesting deeper than MAX_JSON_DEPTH (400 naming `field`)."""
+    try:
+        document = json.loads(text)
+    except RecursionError:
+        document = None
+        too_deep = True
+    except (ValueError, UnicodeError) as exc:
+        raise InvalidRequest([FieldError(field, f"is not valid JSON: {exc}")]) from None
+    else:
+        too_deep = _depth_exceeds(document, MAX_JSON_DEPTH)
+    if too_deep:
+        raise InvalidRequest([FieldError(field, f"is nested more than {MAX_JSON_DEPTH} levels deep")])
+    return document
+
+
+def _depth_exceeds(document: Any, limit: int) -> bool:
+    """Whether containers nest deeper than `limit` (iterative: a hostile document must not exhaust the stack)."""
+    stack: list[tuple[Any, int]] = [(document, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            children: Any = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
 def parse_job_request(
     body: Any,
     *,
@@ -123,6 +163,9 @@ def parse_job_request(
     """
     if not isinstance(body, dict):
         raise InvalidRequest([FieldError("body", "must be a JSON object")])
+    model = body.get("model")
+    if isinstance(model, str) and len(model) > MODEL_NAME_MAX_CHARS:
+        raise InvalidRequest([FieldError("model", f"is {len(model)} characters; model names are short")])
     if ignore_unknown_fields:
         body = _known_fields_only(body)
     try:
@@ -205,7 +248,8 @@ def _check_parameters(request: JobRequest, spec: ModelSpec, errors: list[FieldEr
         errors.append(
             FieldError(
                 "parameters.resolution",
-                f"{parameters.resolution!r} is not supported by {spec.name}; use one of {', '.join(spec.resolutions)}",
+                f"{(parameters.resolution or '')[:16]!r} is not supported by {spec.name}; "
+                f"use one of {', '.join(spec.resolutions)}",
             )
         )
     if parameters.duration not in spec.durations:
@@ -253,7 +297,9 @@ def _check_metadata(metadata: dict[str, str], errors: list[FieldError]) -> None:
         errors.append(FieldError("metadata", f"has {len(metadata)} entries; at most {METADATA_MAX_ENTRIES}"))
     for key, value in metadata.items():
         if not key or len(key) > METADATA_KEY_MAX_CHARS:
-            errors.append(FieldError(f"metadata.{key}", f"keys must be 1-{METADATA_KEY_MAX_CHARS} characters"))
+            shown = key[:METADATA_KEY_MAX_CHARS] + ("..." if len(key) > METADATA_KEY_MAX_CHARS else "")
+            errors.append(FieldError(f"metadata.{shown}", f"keys must be 1-{METADATA_KEY_MAX_CHARS} characters"))
+            continue
         if len(value) > METADATA_VALUE_MAX_CHARS:
             errors.append(
                 FieldError(f"metadata.{key}", f"values must be at most {METADATA_VALUE_MAX_CHARS} characters")
@@ -262,7 +308,16 @@ def _check_metadata(metadata: dict[str, str], errors: list[FieldError]) -> None:
 
 def _check_url(url: str, field: str, intake_bucket: str | None, allow_http: bool, errors: list[FieldError]) -> bool:
     """Checks an https:// or s3:// source; returns False when `url` is neither (the caller decides the message)."""
-    parts = urlsplit(url)
+    if len(url) > URL_MAX_CHARS:
+        if url.startswith(("https://", "http://", "s3://")):
+            errors.append(FieldError(field, f"is {len(url)} characters; URLs may be at most {URL_MAX_CHARS}"))
+            return True
+        return False
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. an unbalanced [ in the host
+        errors.append(FieldError(field, f"is not a valid URL: {exc}"))
+        return True
     if parts.scheme == "https" or (allow_http and parts.scheme == "http"):
         if not parts.hostname:
             errors.append(FieldError(field, "is not a valid URL: it has no host"))
@@ -312,26 +367,34 @@ def _check_data_uri_image(url: str, spec: ModelSpec, errors: list[FieldError]) -
 
 
 def check_image_bytes(data: bytes, spec: ModelSpec, *, expected_mime: str | None = None) -> str | None:
-    """Why DashScope would refuse this image (decodes, format, sides, alpha), or None when it is fine."""
+    """Why DashScope would refuse this image (format, sides, alpha, damaged data), or None when it is fine.
+
+    The header is read first, so that an image whose sides break the rules (a decompression bomb among them) is
+    refused without being decoded; then the whole image is decoded, so that a truncated or corrupt file is refused
+    here instead of being paid for and failing at DashScope.
+    """
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.verify()
         with Image.open(io.BytesIO(data)) as image:
             image_format, (width, height), mode = image.format, image.size, image.mode
             has_alpha = "A" in image.getbands() or "transparency" in image.info
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-        return "the image does not decode (it is damaged or not an image)"
-    if image_format not in _PIL_FORMATS.values():
-        return f"{image_format} images are not accepted; use JPEG, PNG, BMP or WEBP"
-    if expected_mime is not None and _PIL_FORMATS[expected_mime] != image_format:
-        return f"the data URI says {expected_mime} but the image is {image_format}"
-    if not (spec.image_min_side <= min(width, height) and max(width, height) <= spec.image_max_side):
-        return (
-            f"image is {width}x{height}; each side must be between {spec.image_min_side} and "
-            f"{spec.image_max_side} pixels"
-        )
-    if image_format == "PNG" and has_alpha:
-        return f"PNG images must not have an alpha channel (mode {mode}); flatten the transparency first"
+            if image_format not in _PIL_FORMATS.values():
+                return f"{image_format} images are not accepted; use JPEG, PNG, BMP or WEBP"
+            if expected_mime is not None and _PIL_FORMATS[expected_mime] != image_format:
+                return f"the data URI says {expected_mime} but the image is {image_format}"
+            if not (spec.image_min_side <= min(width, height) and max(width, height) <= spec.image_max_side):
+                return (
+                    f"image is {width}x{height}; each side must be between {spec.image_min_side} and "
+                    f"{spec.image_max_side} pixels"
+                )
+            if image_format == "PNG" and has_alpha:
+                return f"PNG images must not have an alpha channel (mode {mode}); flatten the transparency first"
+            if image_format == "JPEG":
+                image.draft("RGB", (width // 8, height // 8))  # every byte is still decoded, at 1/64 the memory
+            image.load()
+    except Image.DecompressionBombError:
+        return "the image declares more pixels than can be decoded safely (a decompression bomb?)"
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError):
+        return "the image does not decode (it is damaged, truncated or not an image)"
     return None
 
 

@@ -6,7 +6,6 @@ FAILED job with a notification; throttling raises RetryLaterError, so that SQS h
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable
@@ -17,7 +16,7 @@ from wanflow.capabilities import ModelSpec
 from wanflow.errors import FieldError, InvalidRequest, RetryLaterError, ThrottledError
 from wanflow.events import S3Notification
 from wanflow.jobs import Job, Provider, Source, Stage, derived_job_id, utc_now
-from wanflow.request import JobRequest
+from wanflow.request import JobRequest, parse_json_text
 from wanflow.usecases import ending, submit
 from wanflow.usecases.context import Dependencies
 
@@ -122,7 +121,7 @@ def submit_uploaded_object(
             return None
         request = submit.validate(deps, body)
     except InvalidRequest as exc:
-        return _record_rejected_intake(deps, job_id, origin, exc)
+        return _record_rejected_intake(deps, job_id, bucket, key, origin, exc)
     job = submit.new_job(deps, job_id, request, body, Source.S3, origin=origin)
     if not deps.jobs.create(job):
         return deps.jobs.get(job_id)
@@ -132,10 +131,10 @@ def submit_uploaded_object(
 def _intake_body(deps: Dependencies, bucket: str, key: str, version_id: str | None) -> dict[str, Any] | None:
     if key.lower().endswith(".json"):
         try:
-            body = json.loads(deps.objects.get_bytes(bucket, key, version_id=version_id, max_bytes=MAX_MANIFEST_BYTES))
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise InvalidRequest([FieldError("manifest", f"is not valid JSON: {exc}")]) from None
-        return _resolve_manifest_paths(body, bucket, key)
+            data = deps.objects.get_bytes(bucket, key, version_id=version_id, max_bytes=MAX_MANIFEST_BYTES)
+        except ValueError as exc:  # too large
+            raise InvalidRequest([FieldError("manifest", str(exc))]) from None
+        return _resolve_manifest_paths(parse_json_text(data, field="manifest"), bucket, key)
     head = deps.objects.head(bucket, key, version_id=version_id)
     metadata = (head or {}).get("Metadata", {})
     if "prompt" not in metadata:
@@ -143,13 +142,19 @@ def _intake_body(deps: Dependencies, bucket: str, key: str, version_id: str | No
     return _body_from_object_metadata(bucket, key, metadata)
 
 
-def _record_rejected_intake(deps: Dependencies, job_id: str, origin: str, exc: InvalidRequest) -> Job | None:
+def _record_rejected_intake(
+    deps: Dependencies, job_id: str, bucket: str, key: str, origin: str, exc: InvalidRequest
+) -> Job | None:
     now = utc_now()
     job = Job(
         job_id=job_id,
         source=Source.S3,
         model=deps.settings.default_model,
-        request={},
+        # The job shows the object it came from, never the refused content itself.
+        request={
+            "input": {} if key.lower().endswith(".json") else {"img_url": f"s3://{bucket}/{key}"},
+            "parameters": {},
+        },
         provider=Provider(region=deps.settings.dashscope_region),
         created_at=now,
         updated_at=now,

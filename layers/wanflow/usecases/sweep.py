@@ -7,6 +7,7 @@ What it repairs, each counted under its name in the returned dict (and as a metr
   task list, by model and creation time, never by creating again;
 - `execution_started` / `driven`: a submitted job without a running poll loop gets one, or is driven here;
 - `notification_published`: a finished job whose notification was never confirmed is published;
+- `notification_undeliverable`: one that failed MAX_PUBLISH_ATTEMPTS sweeps is given up on, loudly, once;
 - `error`: a job that could not be repaired this time (logged; tried again next time).
 """
 
@@ -35,6 +36,9 @@ MAX_LIST_PAGES = 20
 # A finished job whose notification is still unconfirmed this long after its last change lost its publisher.
 UNCONFIRMED_NOTIFICATION = timedelta(minutes=10)
 UNCONFIRMED_LOOKBACK = timedelta(days=2)
+# After this many sweeps that could not publish a job's notification, it is recorded as undeliverable (an error
+# log and a metric the alarm watches) instead of being retried forever.
+MAX_PUBLISH_ATTEMPTS = 5
 # DashScope's list API filters on wall-clock times in a zone it does not document: search this much wider.
 LIST_ZONE_MARGIN = timedelta(hours=14)
 
@@ -61,7 +65,8 @@ def sweep(deps: Dependencies) -> dict[str, int]:
     for job in deps.jobs.unfinished():
         repair(_sweep_unfinished, job)
     for job in deps.jobs.finished_since(rfc3339(now - UNCONFIRMED_LOOKBACK)):
-        if job.notification is not Notification.PUBLISHED and now - job.updated_at > UNCONFIRMED_NOTIFICATION:
+        unconfirmed = job.notification in (Notification.NONE, Notification.CLAIMED)
+        if unconfirmed and now - job.updated_at > UNCONFIRMED_NOTIFICATION:
             repair(_publish_unconfirmed, job)
     return dict(counts)
 
@@ -72,6 +77,22 @@ def _publish_unconfirmed(deps: Dependencies, job: Job, now: datetime) -> str:
     If that process died after publishing but before confirming, subscribers see this event twice; they can
     tell by `job.job_id`. Losing the only notification would be worse.
     """
+    if job.notification_attempts >= MAX_PUBLISH_ATTEMPTS:
+
+        def give_up(current: Job) -> None:
+            current.notification = Notification.UNDELIVERABLE
+
+        deps.jobs.update(job.job_id, give_up)
+        logger.error(
+            "the job's notification could not be published; giving up",
+            extra={"job_id": job.job_id, "attempts": job.notification_attempts},
+        )
+        return "notification_undeliverable"
+
+    def count_attempt(current: Job) -> None:
+        current.notification_attempts += 1
+
+    job = deps.jobs.update(job.job_id, count_attempt)
     if job.notification is Notification.CLAIMED:
         ending.publish_claimed(deps, job)
     else:
