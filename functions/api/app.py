@@ -9,6 +9,7 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from wanflow.callers import Caller, caller_from_api_event
 from wanflow.errors import WanflowError
 from wanflow.http import (
     error_response,
@@ -16,7 +17,6 @@ from wanflow.http import (
     job_id_from_path,
     list_query,
     parse_json_body,
-    principal_of,
 )
 from wanflow.observability import logger, metrics, tracer
 from wanflow.usecases import queries
@@ -26,6 +26,10 @@ from wanflow.usecases.views import job_view
 from wanflow.wiring import dependencies
 
 app = APIGatewayHttpResolver()
+
+
+def _caller() -> Caller:
+    return caller_from_api_event(app.current_event.raw_event, dependencies().settings.admins)
 
 
 def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
@@ -40,7 +44,7 @@ def create_job() -> Response:
         dependencies(),
         body,
         idempotency_key=idempotency_key_of(event.headers),
-        principal=principal_of(event.raw_event),
+        caller=_caller(),
     )
     logger.set_correlation_id(job.job_id)
     if created:
@@ -51,19 +55,19 @@ def create_job() -> Response:
 @app.get("/v1/jobs")
 def list_jobs() -> Response:
     status, limit, cursor = list_query(app.current_event.query_string_parameters or {})
-    return _json(200, queries.list_jobs(dependencies(), status=status, limit=limit, cursor=cursor))
+    return _json(200, queries.list_jobs(dependencies(), _caller(), status=status, limit=limit, cursor=cursor))
 
 
 @app.get("/v1/jobs/<job_id>")
 def get_job(job_id: str) -> Response:
     logger.set_correlation_id(job_id)
-    return _json(200, queries.get_job(dependencies(), job_id_from_path(job_id)))
+    return _json(200, queries.get_job(dependencies(), job_id_from_path(job_id), _caller()))
 
 
 @app.post("/v1/jobs/<job_id>/cancel")
 def cancel_job(job_id: str) -> Response:
     logger.set_correlation_id(job_id)
-    job = cancel(dependencies(), job_id_from_path(job_id))
+    job = cancel(dependencies(), job_id_from_path(job_id), _caller())
     return _json(200, job_view(dependencies(), job))
 
 
@@ -72,7 +76,7 @@ def create_upload() -> Response:
     event = app.current_event
     body = parse_json_body(event.body, base64_encoded=bool(event.is_base64_encoded))
     content_type = body.get("content_type") if isinstance(body, dict) else None
-    return _json(201, queries.create_upload(dependencies(), str(content_type or "")))
+    return _json(201, queries.create_upload(dependencies(), _caller(), str(content_type or "")))
 
 
 @app.exception_handler(WanflowError)

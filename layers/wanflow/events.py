@@ -73,10 +73,15 @@ class S3Entity(BaseModel):
     object: S3Object
 
 
+class S3UserIdentity(BaseModel):
+    principalId: str | None = None
+
+
 class S3NotificationRecord(BaseModel):
     """One record of an S3 event notification, as much of it as the intake reads."""
 
     eventName: str = ""
+    userIdentity: S3UserIdentity | None = None  # the uploader
     s3: S3Entity | None = None
 
     @property

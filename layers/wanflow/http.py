@@ -66,21 +66,15 @@ def list_query(query: dict[str, str]) -> tuple[JobStatus | None, int, str | None
 
 
 def idempotency_key_of(headers: dict[str, str]) -> str | None:
-    """The Idempotency-Key header: 1-255 printable characters, or absent."""
+    """The Idempotency-Key header: 1-255 printable ASCII characters, or absent."""
     key = headers.get("idempotency-key")
     if key is None:
         return None
-    if not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX_CHARS or not key.isprintable():
+    if not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX_CHARS or not all(" " <= char <= "~" for char in key):
         raise InvalidRequest(
-            [FieldError("Idempotency-Key", f"must be 1-{IDEMPOTENCY_KEY_MAX_CHARS} printable characters")]
+            [FieldError("Idempotency-Key", f"must be 1-{IDEMPOTENCY_KEY_MAX_CHARS} printable ASCII characters")]
         )
     return key
-
-
-def principal_of(event: dict[str, Any]) -> str:
-    """Who is calling (the IAM principal); idempotency keys are scoped to it."""
-    iam = event.get("requestContext", {}).get("authorizer", {}).get("iam", {}) or {}
-    return str(iam.get("userArn") or iam.get("callerId") or "anonymous")
 
 
 def error_response(error: WanflowError, request_id: str | None) -> tuple[int, dict[str, Any], dict[str, str]]:

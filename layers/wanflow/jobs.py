@@ -155,6 +155,7 @@ class Job(BaseModel):
     status: JobStatus = JobStatus.PENDING
     stage: Stage = Stage.ACCEPTED
     source: Source
+    owner: str | None = None  # the IAM principal that created it (wanflow.callers); None for jobs from before
     model: str
     request: dict[str, Any]  # the validated request, defaults filled; a data-URI image is replaced by its s3:// copy
     provider: Provider

@@ -48,11 +48,17 @@ class JobRepository:
         raise NotImplementedError
 
     def page(
-        self, *, status: JobStatus | None = None, limit: int = 20, cursor: str | None = None
-    ) -> tuple[list[Job], str | None]:
-        """Jobs newest first, optionally of one status; (jobs, cursor of the next page or None).
+        self,
+        *,
+        owner: str | None = None,
+        status: JobStatus | None = None,
+        limit: int = 20,
+        start_after: dict[str, Any] | None = None,
+    ) -> tuple[list[Job], dict[str, Any] | None]:
+        """Jobs newest first, of one owner (None: everyone's) and optionally one status.
 
-        ValueError for a cursor this repository did not hand out.
+        Returns (jobs, the key to start the next page after, or None on the last page); the key is this
+        repository's own and goes back into `start_after` unchanged (wanflow.cursors signs it for the caller).
         """
         raise NotImplementedError
 

@@ -26,6 +26,8 @@ _ENVIRONMENT = {
     "WANFLOW_INTAKE_CONCURRENCY": "intake_concurrency",
     "WANFLOW_RECONCILE_AFTER_SECONDS": "reconcile_after_seconds",
     "WANFLOW_CREATE_RETRY_SECONDS": "create_retry_seconds",
+    "WANFLOW_ADMIN_PRINCIPALS": "admin_principals",
+    "WANFLOW_CURSOR_SECRET_ARN": "cursor_secret_arn",
 }
 
 
@@ -56,6 +58,14 @@ class Settings(BaseModel):
     input_url_ttl_seconds: int = 6 * 3600
     upload_max_bytes: int = 20 * 1024 * 1024
     upload_url_ttl_seconds: int = 900
+    # Callers who see every job: unique ids (AIDA..., AROA...), user ARNs or role ARNs, comma-separated.
+    admin_principals: str = ""
+    # The secret list cursors are signed with (only the API function has it).
+    cursor_secret_arn: str = ""
+
+    @property
+    def admins(self) -> tuple[str, ...]:
+        return tuple(entry.strip() for entry in self.admin_principals.split(",") if entry.strip())
 
     @field_validator("dashscope_region")
     @classmethod

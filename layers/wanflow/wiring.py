@@ -5,9 +5,11 @@ keeps them), and again after `reset()` (the local stack and tests call it after 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 from typing import Any
 
+from wanflow import redaction
 from wanflow.adapters import boto
 from wanflow.adapters.job_table import JobTable
 from wanflow.adapters.notifier import SnsNotifier
@@ -23,6 +25,7 @@ from wanflow.usecases.context import Dependencies
 @functools.cache
 def dependencies() -> Dependencies:
     """The process's adapters, built on first use from the environment."""
+    redaction.install()
     settings = get_settings()
     return Dependencies(
         settings=settings,
@@ -31,6 +34,7 @@ def dependencies() -> Dependencies:
         workflow=StepFunctionsWorkflow(boto.stepfunctions(), settings.state_machine_arn),
         notifier=SnsNotifier(boto.sns(), settings.topic_arn),
         dashscope_client=functools.partial(dashscope_from_secret, settings),
+        cursor_key=functools.partial(cursor_key_from_secret, settings),
     )
 
 
@@ -51,7 +55,22 @@ def dashscope_from_secret(settings: Settings) -> DashScopeApi:
     base_url = settings.dashscope_base_url or base_url_for_region(
         settings.dashscope_region, settings.dashscope_workspace_id or None
     )
-    return shared_client(base_url, api_key_from_secret(secret))
+    api_key = api_key_from_secret(secret)
+    redaction.register_secret(api_key)
+    return shared_client(base_url, api_key)
+
+
+def cursor_key_from_secret(settings: Settings) -> bytes:
+    """The key list cursors are signed with: a digest of the stack's cursor secret (cached, rotation-aware)."""
+    from aws_lambda_powertools.utilities.parameters import get_secret
+
+    if not settings.cursor_secret_arn:
+        raise WanflowError(
+            "WANFLOW_CURSOR_SECRET_ARN is not set; list cursors cannot be signed", code="ConfigurationError"
+        )
+    secret = get_secret(settings.cursor_secret_arn, max_age=300)
+    value = secret if isinstance(secret, bytes) else str(secret).encode()
+    return hashlib.sha256(b"wanflow-cursor\x00" + value).digest()
 
 
 def api_key_from_secret(secret: str | bytes | dict[str, Any]) -> str:

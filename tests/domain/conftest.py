@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from wanflow.jobs import Job
-from wanflow_tools.fakes import FakeWorld, sample_job_body
+from wanflow_tools.fakes import FakeWorld, caller, sample_job_body
 
 
 @pytest.fixture
@@ -18,6 +18,6 @@ def submitted(world: FakeWorld) -> Job:
     """A job from the API whose task DashScope has accepted (PENDING) and whose poll loop runs."""
     from wanflow.usecases.submit import submit_api_job
 
-    job, created = submit_api_job(world.deps, sample_job_body(), idempotency_key=None, principal="alice")
+    job, created = submit_api_job(world.deps, sample_job_body(), idempotency_key=None, caller=caller())
     assert created
     return job

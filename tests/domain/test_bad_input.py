@@ -17,9 +17,9 @@ from wanflow.errors import InvalidRequest
 from wanflow.jobs import Notification
 from wanflow.request import METADATA_KEY_MAX_CHARS, METADATA_MAX_ENTRIES, METADATA_VALUE_MAX_CHARS, URL_MAX_CHARS
 from wanflow.usecases import ending, sweep
-from wanflow.usecases.intake import submit_uploaded_object
+from wanflow.usecases.intake import CreatedObject, submit_uploaded_object
 from wanflow.usecases.submit import submit_api_job
-from wanflow_tools.fakes import FakeWorld, sample_job_body
+from wanflow_tools.fakes import FakeWorld, caller, sample_job_body
 from wanflow_tools.testing import image_bytes
 
 SQS_MESSAGE_MAX = 256 * 1024
@@ -72,7 +72,7 @@ def test_bad_input_is_refused_naming_the_field_before_anything_is_spent(
     world: FakeWorld, case: str, body: dict[str, Any], field: str
 ) -> None:
     with pytest.raises(InvalidRequest) as refused:
-        submit_api_job(world.deps, body, idempotency_key=None, principal="alice")
+        submit_api_job(world.deps, body, idempotency_key=None, caller=caller())
     assert any(error.field.startswith(field) for error in refused.value.errors), refused.value.errors
     assert world.dashscope.creates == 0 and world.jobs.all() == []
     assert len(json.dumps(refused.value.to_dict())) < 16 * 1024  # the answer itself stays small
@@ -85,7 +85,7 @@ def test_bad_input_through_the_intake_is_a_small_failed_job_with_its_notificatio
     manifest = json.dumps(body).encode()
     assert len(manifest) < 1024 * 1024  # within what a manifest may be; larger ones are tested below
     world.objects.put_bytes("intake", "incoming/job.json", manifest, "application/json")
-    job = submit_uploaded_object(world.deps, "intake", "incoming/job.json", "v1", None)
+    job = submit_uploaded_object(world.deps, CreatedObject("intake", "incoming/job.json", "v1", None, "alice"))
     assert job is not None and job.error is not None and field in job.error.message
     assert world.dashscope.creates == 0
     (event,) = world.notifier.for_job(job.job_id)
@@ -94,14 +94,14 @@ def test_bad_input_through_the_intake_is_a_small_failed_job_with_its_notificatio
 
 def test_a_manifest_over_a_megabyte_is_a_failed_job_naming_the_manifest(world: FakeWorld) -> None:
     world.objects.put_bytes("intake", "incoming/big.json", b" " * (1024 * 1024 + 1), "application/json")
-    job = submit_uploaded_object(world.deps, "intake", "incoming/big.json", "v1", None)
+    job = submit_uploaded_object(world.deps, CreatedObject("intake", "incoming/big.json", "v1", None, "alice"))
     assert job is not None and job.error is not None and "manifest" in job.error.message
 
 
 @pytest.mark.parametrize("manifest", [b"[" * 100_000 + b"]" * 100_000, b"\xff\xfe\x00garbage"])
 def test_a_manifest_nested_too_deep_or_not_text_is_a_failed_job(world: FakeWorld, manifest: bytes) -> None:
     world.objects.put_bytes("intake", "incoming/bad.json", manifest, "application/json")
-    job = submit_uploaded_object(world.deps, "intake", "incoming/bad.json", "v1", None)
+    job = submit_uploaded_object(world.deps, CreatedObject("intake", "incoming/bad.json", "v1", None, "alice"))
     assert job is not None and job.error is not None and "manifest" in job.error.message
     assert job.public_view()["request"] == {"input": {}, "parameters": {}}
 
@@ -109,7 +109,7 @@ def test_a_manifest_nested_too_deep_or_not_text_is_a_failed_job(world: FakeWorld
 def test_an_upload_that_is_a_decompression_bomb_is_a_failed_job(world: FakeWorld) -> None:
     world.objects.put_bytes("intake", "incoming/bomb.png", png_bomb(20_000, 20_000), "image/png")
     world.objects.objects[("intake", "incoming/bomb.png")].metadata = {"prompt": "boom", "model": "wan2.2-i2v-flash"}
-    job = submit_uploaded_object(world.deps, "intake", "incoming/bomb.png", "v1", None)
+    job = submit_uploaded_object(world.deps, CreatedObject("intake", "incoming/bomb.png", "v1", None, "alice"))
     assert job is not None and job.error is not None and "decompression bomb" in job.error.message
     assert job.public_view()["request"] == {"input": {"img_url": "s3://intake/incoming/bomb.png"}, "parameters": {}}
 
@@ -126,7 +126,7 @@ def test_the_largest_valid_job_fits_an_item_and_its_event_fits_a_message(world: 
             f"{i:0{METADATA_KEY_MAX_CHARS}d}": wide * METADATA_VALUE_MAX_CHARS for i in range(METADATA_MAX_ENTRIES)
         },
     )
-    job, _ = submit_api_job(world.deps, body, idempotency_key=None, principal="alice")
+    job, _ = submit_api_job(world.deps, body, idempotency_key=None, caller=caller())
     ended = ending.end_failed(world.deps, job.job_id, "X" * 500, "m" * 5000)
     (event,) = world.notifier.for_job(job.job_id)
     assert len(json.dumps(event, ensure_ascii=False).encode()) < SQS_MESSAGE_MAX
@@ -134,7 +134,7 @@ def test_the_largest_valid_job_fits_an_item_and_its_event_fits_a_message(world: 
 
 
 def test_a_notification_that_never_publishes_is_given_up_once_not_retried_forever(world: FakeWorld) -> None:
-    job, _ = submit_api_job(world.deps, sample_job_body(), idempotency_key=None, principal="alice")
+    job, _ = submit_api_job(world.deps, sample_job_body(), idempotency_key=None, caller=caller())
     world.notifier.fail = True
     with pytest.raises(RuntimeError):
         ending.end_failed(world.deps, job.job_id, "TaskFailed", "x")
@@ -154,5 +154,5 @@ def test_a_notification_that_never_publishes_is_given_up_once_not_retried_foreve
 
 def test_the_sample_image_still_passes_every_check(world: FakeWorld) -> None:
     body = with_input(img_url=data_uri(image_bytes(320, 256, "JPEG"), "image/jpeg"))
-    _, created = submit_api_job(world.deps, body, idempotency_key=None, principal="alice")
+    _, created = submit_api_job(world.deps, body, idempotency_key=None, caller=caller())
     assert created and world.dashscope.creates == 1

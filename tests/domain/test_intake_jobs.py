@@ -21,15 +21,17 @@ def upload_image(world: FakeWorld, key: str, **metadata: str) -> None:
 
 def test_an_image_with_a_prompt_in_its_metadata_starts_one_job(world: FakeWorld) -> None:
     upload_image(world, "incoming/cat.png", prompt="a cat", model="wan2.2-i2v-flash", resolution="480P")
-    job = submit_uploaded_object(world.deps, "intake", "incoming/cat.png", "v1", "etag")
+    job = submit_uploaded_object(world.deps, CreatedObject("intake", "incoming/cat.png", "v1", "etag", "alice"))
     assert job is not None and job.stage is Stage.SUBMITTED and job.origin == "s3://intake/incoming/cat.png#v1"
-    again = submit_uploaded_object(world.deps, "intake", "incoming/cat.png", "v1", "etag")
+    again = submit_uploaded_object(world.deps, CreatedObject("intake", "incoming/cat.png", "v1", "etag", "alice"))
     assert again is not None and again.job_id == job.job_id and world.dashscope.creates == 1
 
 
 def test_an_image_without_a_prompt_is_data_for_a_manifest(world: FakeWorld) -> None:
     upload_image(world, "incoming/frame.png")
-    assert submit_uploaded_object(world.deps, "intake", "incoming/frame.png", "v1", None) is None
+    assert (
+        submit_uploaded_object(world.deps, CreatedObject("intake", "incoming/frame.png", "v1", None, "alice")) is None
+    )
     assert world.jobs.all() == []
 
 
@@ -41,7 +43,7 @@ def test_a_manifest_names_its_image_relative_to_itself(world: FakeWorld) -> None
         "parameters": {"resolution": "480P"},
     }
     world.objects.put_bytes("intake", "incoming/batch/job.json", json.dumps(manifest).encode(), "application/json")
-    job = submit_uploaded_object(world.deps, "intake", "incoming/batch/job.json", "v1", None)
+    job = submit_uploaded_object(world.deps, CreatedObject("intake", "incoming/batch/job.json", "v1", None, "alice"))
     assert job is not None and job.request["input"]["img_url"] == "s3://intake/incoming/batch/frame.png"
 
 
@@ -54,18 +56,18 @@ def test_a_manifest_names_its_image_relative_to_itself(world: FakeWorld) -> None
 )
 def test_poison_input_ends_as_a_failed_job_with_one_notification(world: FakeWorld, manifest: bytes, field: str) -> None:
     world.objects.put_bytes("intake", "incoming/bad.json", manifest, "application/json")
-    job = submit_uploaded_object(world.deps, "intake", "incoming/bad.json", "v1", None)
+    job = submit_uploaded_object(world.deps, CreatedObject("intake", "incoming/bad.json", "v1", None, "alice"))
     assert job is not None and job.status is JobStatus.FAILED and job.error is not None
     assert field in job.error.message and "s3://intake/incoming/bad.json#v1" in job.error.message
     assert world.dashscope.creates == 0
     assert [event["type"] for event in world.notifier.for_job(job.job_id)] == ["job.failed"]
-    again = submit_uploaded_object(world.deps, "intake", "incoming/bad.json", "v1", None)
+    again = submit_uploaded_object(world.deps, CreatedObject("intake", "incoming/bad.json", "v1", None, "alice"))
     assert again is not None and again.job_id == job.job_id and len(world.notifier.events) == 1
 
 
 def test_bad_metadata_values_name_their_field(world: FakeWorld) -> None:
     upload_image(world, "incoming/cat.png", prompt="a cat", duration="five", audio="maybe")
-    job = submit_uploaded_object(world.deps, "intake", "incoming/cat.png", "v1", None)
+    job = submit_uploaded_object(world.deps, CreatedObject("intake", "incoming/cat.png", "v1", None, "alice"))
     assert job is not None and job.error is not None
     assert "metadata.duration" in job.error.message and "metadata.audio" in job.error.message
 

@@ -10,9 +10,9 @@ from wanflow.dashscope import TaskStatus
 from wanflow.errors import JobErrorCode, OutcomeUnknownError, ThrottledError
 from wanflow.jobs import Job, JobStatus, Notification, Stage
 from wanflow.usecases import ending, sweep
-from wanflow.usecases.intake import submit_uploaded_object
+from wanflow.usecases.intake import CreatedObject, submit_uploaded_object
 from wanflow.usecases.submit import submit_api_job
-from wanflow_tools.fakes import FakeWorld, sample_job_body
+from wanflow_tools.fakes import FakeWorld, caller, sample_job_body
 from wanflow_tools.testing import image_bytes
 
 
@@ -37,7 +37,7 @@ def age(world: FakeWorld, job_id: str, by: timedelta) -> None:
 
 def unanswered_create(world: FakeWorld) -> Job:
     world.dashscope.create_then_drop = OutcomeUnknownError("no answer", code="ReadTimeout")
-    job, _ = submit_api_job(world.deps, sample_job_body(), idempotency_key=None, principal="alice")
+    job, _ = submit_api_job(world.deps, sample_job_body(), idempotency_key=None, caller=caller())
     assert job.stage is Stage.CREATE_UNKNOWN
     return job
 
@@ -63,7 +63,7 @@ def test_a_recent_unanswered_create_waits_for_the_task_list_to_catch_up(world: F
 
 def test_an_unanswered_create_with_no_task_fails_the_job(world: FakeWorld) -> None:
     world.dashscope.create_errors = [OutcomeUnknownError("no answer", code="ReadTimeout")]  # made no task
-    job, _ = submit_api_job(world.deps, sample_job_body(), idempotency_key=None, principal="alice")
+    job, _ = submit_api_job(world.deps, sample_job_body(), idempotency_key=None, caller=caller())
     age(world, job.job_id, timedelta(minutes=3))
     assert sweep.sweep(world.deps) == {"create_not_found": 1}
     failed = world.jobs.get(job.job_id)
@@ -74,7 +74,7 @@ def test_an_unanswered_create_with_no_task_fails_the_job(world: FakeWorld) -> No
 
 def test_a_task_another_job_owns_is_never_taken(world: FakeWorld, submitted: Job) -> None:
     world.dashscope.create_errors = [OutcomeUnknownError("no answer", code="ReadTimeout")]
-    lost, _ = submit_api_job(world.deps, sample_job_body(), idempotency_key=None, principal="alice")
+    lost, _ = submit_api_job(world.deps, sample_job_body(), idempotency_key=None, caller=caller())
     age(world, lost.job_id, timedelta(minutes=3))
     assert sweep.sweep(world.deps) == {"create_not_found": 1}  # task-1 is the submitted job's
 
@@ -88,7 +88,7 @@ def test_a_job_throttled_until_its_retries_ran_out_is_submitted_by_the_sweeper(w
     )
     world.objects.put_bytes("intake", "incoming/i.png", image_bytes(320, 256), "image/png")
     with pytest.raises(ThrottledError):
-        submit_uploaded_object(world.deps, "intake", "incoming/a.json", "v1", None)
+        submit_uploaded_object(world.deps, CreatedObject("intake", "incoming/a.json", "v1", None, "alice"))
     (job,) = world.jobs.all()
     assert job.stage is Stage.ACCEPTED and world.dashscope.creates == 0
     assert sweep.sweep(world.deps) == {}  # too early: its own retry may still come
@@ -99,7 +99,7 @@ def test_a_job_throttled_until_its_retries_ran_out_is_submitted_by_the_sweeper(w
 
 def test_a_submitted_job_without_a_poll_loop_gets_one(world: FakeWorld) -> None:
     world.workflow.fail_starts = True
-    job, _ = submit_api_job(world.deps, sample_job_body(), idempotency_key=None, principal="alice")
+    job, _ = submit_api_job(world.deps, sample_job_body(), idempotency_key=None, caller=caller())
     world.workflow.fail_starts = False
     assert sweep.sweep(world.deps) == {"execution_started": 1}
     assert world.workflow.executions == {job.job_id: "RUNNING"}
@@ -140,8 +140,8 @@ def test_a_notification_whose_publisher_died_is_published_once_after_a_grace_per
 
 def test_one_job_that_cannot_be_repaired_does_not_stop_the_others(world: FakeWorld) -> None:
     world.workflow.fail_starts = True
-    first, _ = submit_api_job(world.deps, sample_job_body(), idempotency_key=None, principal="alice")
-    second, _ = submit_api_job(world.deps, sample_job_body(), idempotency_key=None, principal="alice")
+    first, _ = submit_api_job(world.deps, sample_job_body(), idempotency_key=None, caller=caller())
+    second, _ = submit_api_job(world.deps, sample_job_body(), idempotency_key=None, caller=caller())
     world.workflow.fail_starts = False
     broken = world.jobs.get(first.job_id)
     assert broken is not None

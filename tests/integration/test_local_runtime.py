@@ -175,7 +175,12 @@ def test_every_template_resource_exists_with_its_settings(stack: LocalStack) -> 
     assert table["KeySchema"] == [{"AttributeName": "job_id", "KeyType": "HASH"}]
     indexes = {index["IndexName"]: [key["AttributeName"] for key in index["KeySchema"]]
                for index in table["GlobalSecondaryIndexes"]}
-    assert indexes == {"by_status": ["status", "created_at"], "by_created": ["record_type", "created_at"]}
+    assert indexes == {
+        "by_status": ["status", "created_at"],
+        "by_created": ["record_type", "created_at"],
+        "by_owner": ["owner", "created_at"],
+        "by_owner_status": ["owner_status", "created_at"],
+    }
     ttl = stack.boto3_client("dynamodb").describe_time_to_live(TableName=resources["JobsTable"])
     assert ttl["TimeToLiveDescription"]["AttributeName"] == "expires_at"
 

@@ -23,6 +23,7 @@ import pytest
 
 from wanflow.adapters.notifier import SnsNotifier
 from wanflow.adapters.workflow import StepFunctionsWorkflow, execution_arn
+from wanflow.callers import uploads_prefix
 from wanflow.usecases import sweep
 from wanflow.wiring import reset as reset_application
 from wanflow_tools.emulator import Emulator, EmulatorConfig
@@ -565,24 +566,33 @@ def test_a_notification_lost_to_crashes_is_published_once_by_the_sweeper(stack, 
 
 
 SAMPLE_BUCKET = "wanflow-123456789012-ap-southeast-1-intake-1a2b3c4d"  # the intake bucket named in events/
+SAMPLE_JOB_ID = "7d1f0c2b9a8e4f6d8c3b2a1908f7e6d5"  # the job the sample get/cancel events name
 
 
-def sample_event(stack: LocalStack, name: str) -> dict[str, Any]:
-    """A sample event from events/, pointed at this local stack's intake bucket."""
+def sample_event(stack: LocalStack, name: str, job_id: str | None = None) -> dict[str, Any]:
+    """A sample event from events/, pointed at this local stack's intake bucket (and at `job_id`)."""
     text = (REPO / "events" / name).read_text()
+    if job_id is not None:
+        text = text.replace(SAMPLE_JOB_ID, job_id)
     return json.loads(text.replace(SAMPLE_BUCKET, stack.env["WANFLOW_INTAKE_BUCKET"]))
 
 
 def test_the_sample_api_event_drives_the_real_api_handler(stack, api, emulator):
     s3 = stack.boto3_client("s3")
-    s3.put_object(Bucket=stack.env["WANFLOW_INTAKE_BUCKET"], Key="uploads/cat.png", Body=image_bytes(320, 256))
+    # The sample's caller (AIDACKCEVSQ6C2EXAMPLE) uses an image from its own uploads.
+    key = uploads_prefix("AIDACKCEVSQ6C2EXAMPLE") + "cat.png"
+    s3.put_object(Bucket=stack.env["WANFLOW_INTAKE_BUCKET"], Key=key, Body=image_bytes(320, 256))
     result = stack.invoke("ApiFunction", sample_event(stack, "api-create-job.json"))
     assert result.ok, result.payload
     response = result.value()
     assert response["statusCode"] == 202, response
     job = json.loads(response["body"])
     assert job["request"]["parameters"]["audio"] is False and job["metadata"] == {"campaign": "spring"}
-    assert wait_for_end(stack, api, job["job_id"])["status"] == "SUCCEEDED"
+    wait_until(lambda: notifications_for(stack, job["job_id"]), what="the sample job's notification")
+    # The job is the sample caller's: the sample GET event (same caller) sees it, the local API's caller does not.
+    got = stack.invoke("ApiFunction", sample_event(stack, "api-get-job.json", job_id=job["job_id"])).value()
+    assert got["statusCode"] == 200 and json.loads(got["body"])["status"] == "SUCCEEDED"
+    assert api.get(f"/v1/jobs/{job['job_id']}").status_code == 404
 
 
 def test_the_sample_sqs_event_drives_the_real_intake_handler(stack, api, emulator):

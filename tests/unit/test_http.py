@@ -71,7 +71,7 @@ def test_good_list_parameters() -> None:
     assert list_query({"status": "succeeded", "limit": "100", "cursor": "abc"}) == (JobStatus.SUCCEEDED, 100, "abc")
 
 
-@pytest.mark.parametrize("key", ["", "k" * 256, "tab\tinside"])
+@pytest.mark.parametrize("key", ["", "k" * 256, "tab\tinside", "caf\u00e9"])
 def test_bad_idempotency_keys_are_refused(key: str) -> None:
     with pytest.raises(InvalidRequest) as refused:
         idempotency_key_of({"idempotency-key": key})

@@ -221,6 +221,8 @@ def test_jobs_table_keys_indexes_recovery_and_ttl(transformed: dict[str, Any]) -
     assert indexes == {
         "by_status": [("status", "HASH"), ("created_at", "RANGE")],
         "by_created": [("record_type", "HASH"), ("created_at", "RANGE")],
+        "by_owner": [("owner", "HASH"), ("created_at", "RANGE")],
+        "by_owner_status": [("owner_status", "HASH"), ("created_at", "RANGE")],
     }
     assert table["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
     assert table["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}

@@ -7,7 +7,6 @@ DashScope that counts every create so that tests can assert that a job never got
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import itertools
 import json
@@ -16,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from wanflow.callers import Caller
 from wanflow.dashscope import TaskInfo, TaskPage, TaskStatus, TaskSummary
 from wanflow.jobs import FINAL_STATUSES, Job, JobStatus
 from wanflow.ports import JobRepository, StoredObject, VersionConflict
@@ -73,22 +73,29 @@ class InMemoryJobTable(JobRepository):
         return [job for job_id in self._docs if (job := self.get(job_id)) is not None]
 
     def page(
-        self, *, status: JobStatus | None = None, limit: int = 20, cursor: str | None = None
-    ) -> tuple[list[Job], str | None]:
+        self,
+        *,
+        owner: str | None = None,
+        status: JobStatus | None = None,
+        limit: int = 20,
+        start_after: dict[str, Any] | None = None,
+    ) -> tuple[list[Job], dict[str, Any] | None]:
         jobs = sorted(
-            (job for job in self.all() if status is None or job.status is status),
+            (
+                job
+                for job in self.all()
+                if (status is None or job.status is status) and (owner is None or job.owner == owner)
+            ),
             key=lambda job: (job.created_at, job.job_id),
             reverse=True,
         )
-        start = 0
-        if cursor:
-            try:
-                start = int(base64.urlsafe_b64decode(cursor.encode()).decode())
-            except ValueError:
-                raise ValueError("cursor is not valid") from None
-        chosen = jobs[start : start + limit]
-        more = start + limit < len(jobs)
-        return chosen, base64.urlsafe_b64encode(str(start + limit).encode()).decode() if more else None
+        if start_after is not None:
+            after = (start_after["created_at"], start_after["job_id"])
+            jobs = [job for job in jobs if (_stamp(job), job.job_id) < after]
+        chosen = jobs[:limit]
+        if len(jobs) <= limit:
+            return chosen, None
+        return chosen, {"created_at": _stamp(chosen[-1]), "job_id": chosen[-1].job_id}
 
     def unfinished(self) -> list[Job]:
         return [job for job in self.all() if job.status in (JobStatus.PENDING, JobStatus.RUNNING)]
@@ -313,6 +320,11 @@ def sample_job_body(**overrides: Any) -> dict[str, Any]:
     return body
 
 
+def caller(name: str = "alice", *, admin: bool = False) -> Caller:
+    """A caller with the unique id `name` (and a matching user ARN)."""
+    return Caller(principal=name, arn=f"arn:aws:iam::123456789012:user/{name}", is_admin=admin)
+
+
 def fake_settings(**overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "jobs_table": "jobs",
@@ -355,6 +367,7 @@ class FakeWorld:
             workflow=self.workflow,
             notifier=self.notifier,
             dashscope_client=lambda: self.dashscope,
+            cursor_key=lambda: b"fake cursor key",
             monotonic=lambda: self.now,
             sleep=self.sleep,
         )

@@ -6,8 +6,6 @@ Every write is conditional on the item's `version` (see `wanflow.ports.JobReposi
 
 from __future__ import annotations
 
-import base64
-import json
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -69,19 +67,29 @@ class JobTable(JobRepository):
         )
 
     def page(
-        self, *, status: JobStatus | None = None, limit: int = 20, cursor: str | None = None
-    ) -> tuple[list[Job], str | None]:
+        self,
+        *,
+        owner: str | None = None,
+        status: JobStatus | None = None,
+        limit: int = 20,
+        start_after: dict[str, Any] | None = None,
+    ) -> tuple[list[Job], dict[str, Any] | None]:
         query: dict[str, Any] = {"ScanIndexForward": False, "Limit": limit}
-        if status is None:
+        if owner is None and status is None:
             query |= {"IndexName": "by_created", "KeyConditionExpression": Key("record_type").eq(RECORD_TYPE)}
-        else:
+        elif owner is None and status is not None:
             query |= {"IndexName": "by_status", "KeyConditionExpression": Key("status").eq(status.value)}
-        if cursor:
-            query["ExclusiveStartKey"] = _decode_cursor(cursor)
+        elif status is None:
+            query |= {"IndexName": "by_owner", "KeyConditionExpression": Key("owner").eq(owner)}
+        else:
+            condition = Key("owner_status").eq(_owner_status(str(owner), status))
+            query |= {"IndexName": "by_owner_status", "KeyConditionExpression": condition}
+        if start_after:
+            query["ExclusiveStartKey"] = start_after
         page = self._table.query(**query)
         jobs = [_job_from_item(item) for item in page.get("Items", [])]
         last_key = page.get("LastEvaluatedKey")
-        return jobs, _encode_cursor(last_key) if last_key else None
+        return jobs, dict(last_key) if last_key else None
 
     def unfinished(self) -> list[Job]:
         return [job for status in (JobStatus.PENDING, JobStatus.RUNNING) for job in self._with_status(status)]
@@ -119,6 +127,9 @@ class JobTable(JobRepository):
             "version": job.version,
             "doc": job.model_dump_json(),
         }
+        if job.owner is not None:
+            item["owner"] = job.owner
+            item["owner_status"] = _owner_status(job.owner, job.status)
         if job.completed_at is not None:
             item["expires_at"] = int((job.completed_at + KEEP_FINISHED_JOBS).timestamp())
         return item
@@ -134,15 +145,5 @@ def _is_condition_failure(exc: ClientError) -> bool:
     return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
 
 
-def _encode_cursor(key: dict[str, Any]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(key, default=str).encode()).decode()
-
-
-def _decode_cursor(cursor: str) -> dict[str, Any]:
-    try:
-        key = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-    except (ValueError, UnicodeDecodeError):
-        raise ValueError("cursor is not valid") from None
-    if not isinstance(key, dict) or not all(isinstance(value, str) for value in key.values()):
-        raise ValueError("cursor is not valid")
-    return key
+def _owner_status(owner: str, status: JobStatus) -> str:
+    return f"{owner}#{status.value}"

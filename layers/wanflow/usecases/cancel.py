@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from wanflow.callers import Caller
 from wanflow.dashscope import TaskStatus
 from wanflow.errors import Conflict, RejectedError
 from wanflow.jobs import Job, JobStatus, Stage
@@ -9,8 +10,8 @@ from wanflow.usecases import ending
 from wanflow.usecases.context import Dependencies, require_job
 
 
-def cancel_job(deps: Dependencies, job_id: str) -> Job:
-    job = require_job(deps, job_id)
+def cancel_job(deps: Dependencies, job_id: str, caller: Caller) -> Job:
+    job = require_job(deps, job_id, caller)
     if job.status.is_final:
         raise Conflict(f"job {job_id} already ended as {job.status.value}")
     if job.stage is Stage.ACCEPTED:

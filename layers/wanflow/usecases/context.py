@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from wanflow.callers import Caller
 from wanflow.errors import NotFound
 from wanflow.jobs import Job
 from wanflow.ports import DashScopeApi, JobRepository, Notifier, ObjectStorage, WorkflowEngine
@@ -21,6 +22,8 @@ class Dependencies:
     notifier: Notifier
     # A factory, called on each use: the real client reads its key from Secrets Manager (cached, rotation-aware).
     dashscope_client: Callable[[], DashScopeApi]
+    # The key list cursors are signed with (wanflow.cursors); a factory, read from Secrets Manager on first use.
+    cursor_key: Callable[[], bytes]
     monotonic: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
 
@@ -29,8 +32,9 @@ class Dependencies:
         return self.dashscope_client()
 
 
-def require_job(deps: Dependencies, job_id: str) -> Job:
+def require_job(deps: Dependencies, job_id: str, caller: Caller | None = None) -> Job:
+    """The job; NotFound if it does not exist or belongs to someone `caller` may not see (the same answer)."""
     job = deps.jobs.get(job_id)
-    if job is None:
+    if job is None or (caller is not None and not caller.may_see(job.owner)):
         raise NotFound(f"job {job_id} does not exist")
     return job

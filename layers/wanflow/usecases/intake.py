@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from wanflow.callers import ANONYMOUS, INCOMING_PREFIX, Caller, normalize_principal
 from wanflow.capabilities import ModelSpec
 from wanflow.errors import FieldError, InvalidRequest, RetryLaterError, ThrottledError
 from wanflow.events import S3Notification
@@ -20,7 +21,6 @@ from wanflow.request import JobRequest, parse_json_text
 from wanflow.usecases import ending, submit
 from wanflow.usecases.context import Dependencies
 
-INCOMING_PREFIX = "incoming/"
 MAX_MANIFEST_BYTES = 1024 * 1024
 
 
@@ -30,6 +30,7 @@ class CreatedObject:
     key: str
     version_id: str | None
     etag: str | None
+    uploader: str = ANONYMOUS  # the uploader's principal (wanflow.callers): the owner of the job it starts
 
 
 def objects_in_notification(notification: S3Notification) -> list[CreatedObject]:
@@ -42,7 +43,8 @@ def objects_in_notification(notification: S3Notification) -> list[CreatedObject]
         if not key.startswith(INCOMING_PREFIX) or key.endswith("/"):
             continue
         s3_object = record.s3.object
-        objects.append(CreatedObject(record.s3.bucket.name, key, s3_object.versionId, s3_object.eTag))
+        uploader = normalize_principal(record.userIdentity.principalId if record.userIdentity else None)
+        objects.append(CreatedObject(record.s3.bucket.name, key, s3_object.versionId, s3_object.eTag, uploader))
     return objects
 
 
@@ -92,23 +94,21 @@ class SubmitPacer:
 def start_intake_job(deps: Dependencies, created: CreatedObject, pacer: SubmitPacer) -> Job | None:
     """Submit the job for one object at the worker's share of the submit rate; RetryLaterError hands it back."""
     try:
-        return submit_uploaded_object(deps, created.bucket, created.key, created.version_id, created.etag, pace=pacer)
+        return submit_uploaded_object(deps, created, pace=pacer)
     except ThrottledError as exc:  # DashScope's own 429, not this pacer's refusal
         pacer.throttled(exc.retry_after_seconds)
         raise
 
 
 def submit_uploaded_object(
-    deps: Dependencies,
-    bucket: str,
-    key: str,
-    version_id: str | None,
-    etag: str | None,
-    *,
-    pace: submit.Pace | None = None,
+    deps: Dependencies, created: CreatedObject, *, pace: submit.Pace | None = None
 ) -> Job | None:
-    """Start the job for one uploaded object under incoming/; None for objects that are only data."""
-    job_id = derived_job_id("s3", bucket, key, version_id or etag or "")
+    """Start the job for one uploaded object under incoming/; None for objects that are only data.
+
+    The job belongs to the uploader, and may use as inputs objects under incoming/ and the uploader's own uploads.
+    """
+    bucket, key, version_id = created.bucket, created.key, created.version_id
+    job_id = derived_job_id("s3", bucket, key, version_id or created.etag or "")
     existing = deps.jobs.get(job_id)
     if existing is not None:
         if existing.stage is not Stage.ACCEPTED:
@@ -119,10 +119,11 @@ def submit_uploaded_object(
         body = _intake_body(deps, bucket, key, version_id)
         if body is None:
             return None
-        request = submit.validate(deps, body)
+        uploader = Caller(principal=created.uploader, arn=created.uploader)
+        request = submit.validate(deps, body, uploader, intake_upload=True)
     except InvalidRequest as exc:
-        return _record_rejected_intake(deps, job_id, bucket, key, origin, exc)
-    job = submit.new_job(deps, job_id, request, body, Source.S3, origin=origin)
+        return _record_rejected_intake(deps, job_id, created, origin, exc)
+    job = submit.new_job(deps, job_id, request, body, Source.S3, owner=created.uploader, origin=origin)
     if not deps.jobs.create(job):
         return deps.jobs.get(job_id)
     return submit.submit(deps, job, request, pace)
@@ -143,12 +144,14 @@ def _intake_body(deps: Dependencies, bucket: str, key: str, version_id: str | No
 
 
 def _record_rejected_intake(
-    deps: Dependencies, job_id: str, bucket: str, key: str, origin: str, exc: InvalidRequest
+    deps: Dependencies, job_id: str, created: CreatedObject, origin: str, exc: InvalidRequest
 ) -> Job | None:
+    bucket, key = created.bucket, created.key
     now = utc_now()
     job = Job(
         job_id=job_id,
         source=Source.S3,
+        owner=created.uploader,
         model=deps.settings.default_model,
         # The job shows the object it came from, never the refused content itself.
         request={

@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import Any
 
 from wanflow.adapters.objects import parse_s3_uri
+from wanflow.callers import Caller, uploads_prefix
 from wanflow.capabilities import ModelSpec, estimate_cost_usd
 from wanflow.dashscope import TaskInfo
 from wanflow.errors import (
@@ -52,20 +53,20 @@ _DATA_URI = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+);base64,(?P<payload>.*
 Pace = Callable[[ModelSpec], None]
 
 
-def submit_api_job(deps: Dependencies, body: Any, *, idempotency_key: str | None, principal: str) -> tuple[Job, bool]:
+def submit_api_job(deps: Dependencies, body: Any, *, idempotency_key: str | None, caller: Caller) -> tuple[Job, bool]:
     """Validate, store and submit a job from `POST /v1/jobs`; returns (job, created now).
 
     DashScope refusing or throttling the create raises its error and leaves no job behind, so that the
     caller's retry (with the same Idempotency-Key) starts clean.
     """
-    job_id = derived_job_id("api", principal, idempotency_key) if idempotency_key else new_job_id()
+    job_id = derived_job_id("api", caller.arn, idempotency_key) if idempotency_key else new_job_id()
     if idempotency_key:
         existing = deps.jobs.get(job_id)
         if existing is not None:
             _check_same_request(existing, body)
             return existing, False
-    request = validate(deps, body)
-    job = new_job(deps, job_id, request, body, Source.API)
+    request = validate(deps, body, caller)
+    job = new_job(deps, job_id, request, body, Source.API, owner=caller.principal)
     if not deps.jobs.create(job):  # a concurrent request with the same key won
         existing = deps.jobs.get(job_id)
         if existing is None:
@@ -79,8 +80,11 @@ def submit_api_job(deps: Dependencies, body: Any, *, idempotency_key: str | None
         raise
 
 
-def validate(deps: Dependencies, body: Any) -> JobRequest:
-    """Every rule of the request, and that its s3:// sources exist and are usable; InvalidRequest otherwise."""
+def validate(deps: Dependencies, body: Any, caller: Caller, *, intake_upload: bool = False) -> JobRequest:
+    """Every rule of the request, and that its s3:// sources are the caller's, exist and are usable.
+
+    InvalidRequest otherwise. `intake_upload` is set for jobs an upload under incoming/ started.
+    """
     settings = deps.settings
     request = parse_job_request(
         body,
@@ -88,21 +92,29 @@ def validate(deps: Dependencies, body: Any) -> JobRequest:
         default_model=settings.default_model,
         intake_bucket=settings.intake_bucket,
     )
-    _check_s3_sources(deps, request)
+    _check_s3_sources(deps, request, caller, intake_upload)
     return request
 
 
 def new_job(
-    deps: Dependencies, job_id: str, request: JobRequest, body: Any, source: Source, *, origin: str | None = None
+    deps: Dependencies,
+    job_id: str,
+    request: JobRequest,
+    body: Any,
+    source: Source,
+    *,
+    owner: str,
+    origin: str | None = None,
 ) -> Job:
     """The job record for a valid request (not stored yet); a data-URI image is stashed in the intake bucket."""
-    _stash_data_uri_image(deps, job_id, request)
+    _stash_data_uri_image(deps, job_id, request, owner)
     spec = request.spec
     parameters = request.parameters
     now = utc_now()
     return Job(
         job_id=job_id,
         source=source,
+        owner=owner,
         model=request.model or spec.name,
         request=request.public_dict(),
         provider=Provider(region=deps.settings.dashscope_region),
@@ -189,38 +201,58 @@ def _create_task(deps: Dependencies, body: dict[str, Any]) -> TaskInfo:
     return ride_out(deps.dashscope.create_task, body)
 
 
-def _check_s3_sources(deps: Dependencies, request: JobRequest) -> None:
-    """s3:// sources must exist (and an image must be one DashScope takes) before anything is paid for."""
+def _check_s3_sources(deps: Dependencies, request: JobRequest, caller: Caller, intake_upload: bool) -> None:
+    """s3:// sources must be the caller's and exist (and an image must be one DashScope takes) before anything is
+    paid for. Someone else's object gets the same answer as a missing one."""
     errors: list[FieldError] = []
     image_url = request.input.img_url
     if image_url.startswith("s3://"):
         bucket, key = parse_s3_uri(image_url)
-        try:
-            data = deps.objects.get_bytes(bucket, key, max_bytes=request.spec.image_max_bytes)
-        except ValueError as exc:
-            errors.append(FieldError("input.img_url", str(exc)))
-        except Exception:
-            errors.append(FieldError("input.img_url", f"{image_url} does not exist or cannot be read"))
+        if not caller.may_read_input(key, intake_upload=intake_upload):
+            errors.append(FieldError("input.img_url", _not_yours(image_url, caller)))
         else:
-            problem = check_image_bytes(data, request.spec)
-            if problem:
-                errors.append(FieldError("input.img_url", problem))
+            _check_s3_image(deps, request, image_url, bucket, key, errors)
     audio_url = request.input.audio_url
     if audio_url and audio_url.startswith("s3://"):
         bucket, key = parse_s3_uri(audio_url)
-        if deps.objects.head(bucket, key) is None:
+        if not caller.may_read_input(key, intake_upload=intake_upload):
+            errors.append(FieldError("input.audio_url", _not_yours(audio_url, caller)))
+        elif deps.objects.head(bucket, key) is None:
             errors.append(FieldError("input.audio_url", f"{audio_url} does not exist"))
     if errors:
         raise InvalidRequest(errors)
 
 
-def _stash_data_uri_image(deps: Dependencies, job_id: str, request: JobRequest) -> None:
-    """Keep a data-URI image in the intake bucket: jobs store and show its s3:// copy, never the data."""
+def _not_yours(url: str, caller: Caller) -> str:
+    return (
+        f"{url} does not exist or is not yours; s3:// inputs must be your own uploads "
+        f"(POST /v1/uploads, under {uploads_prefix(caller.principal)})"
+    )
+
+
+def _check_s3_image(
+    deps: Dependencies, request: JobRequest, image_url: str, bucket: str, key: str, errors: list[FieldError]
+) -> None:
+    try:
+        data = deps.objects.get_bytes(bucket, key, max_bytes=request.spec.image_max_bytes)
+    except ValueError as exc:
+        errors.append(FieldError("input.img_url", str(exc)))
+    except Exception:
+        errors.append(FieldError("input.img_url", f"{image_url} does not exist or cannot be read"))
+    else:
+        problem = check_image_bytes(data, request.spec)
+        if problem:
+            errors.append(FieldError("input.img_url", problem))
+
+
+def _stash_data_uri_image(deps: Dependencies, job_id: str, request: JobRequest, owner: str) -> None:
+    """Keep a data-URI image in the intake bucket, under the owner's prefix: jobs store and show its s3:// copy,
+    never the data."""
     match = _DATA_URI.match(request.input.img_url)
     if match is None:
         return
     extension = mimetypes.guess_extension(match["mime"]) or ".img"
-    key = f"uploads/{job_id}/image{extension}"
+    key = f"{uploads_prefix(owner)}{job_id}/image{extension}"
     bucket = deps.settings.intake_bucket
     deps.objects.put_bytes(bucket, key, base64.b64decode(match["payload"]), match["mime"])
     request.input.img_url = f"s3://{bucket}/{key}"

@@ -32,6 +32,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import socket
 import threading
 import time
@@ -46,6 +47,7 @@ import boto3
 import httpx
 from botocore.config import Config
 
+from wanflow import redaction
 from wanflow_tools.local.apigw import LocalHttpApi
 from wanflow_tools.local.events import Schedule, SqsEventSource
 from wanflow_tools.local.lambdas import Handler, InvocationResult, LambdaRuntime, LocalFunction, MotoLambdaPatch
@@ -109,6 +111,9 @@ class LocalStack:
         self._host = host
         self._dashscope_base_url = dashscope_base_url
         self._dashscope_api_key = dashscope_api_key
+        # The key goes into a secret through botocore, which logs request bodies at DEBUG: keep it out of every log.
+        redaction.install()
+        redaction.register_secret(dashscope_api_key)
         self._poll_interval_seconds = poll_interval_seconds
         self._template_path = Path(template_path)
         self._parameter_overrides = dict(parameter_overrides or {})
@@ -484,9 +489,12 @@ class LocalStack:
         secretsmanager = self.boto3_client("secretsmanager")
         for logical_id, properties in self.template.resources_of_type("AWS::SecretsManager::Secret").items():
             name = self.local_name(logical_id)
-            arn = secretsmanager.create_secret(
-                Name=name, SecretString=self._secret_value(properties.get("SecretString"))
-            )["ARN"]
+            if "GenerateSecretString" in properties:
+                # A secret the stack generates for itself (e.g. the cursor signing key): random, as CloudFormation's.
+                value = secrets.token_urlsafe(48)
+            else:
+                value = self._secret_value(properties.get("SecretString"))
+            arn = secretsmanager.create_secret(Name=name, SecretString=value)["ARN"]
             self._refs[logical_id] = arn
             self._attributes[(logical_id, "Id")] = arn
 
