@@ -54,11 +54,11 @@ def test_secret_shaped_values_are_redacted_from_any_logger(
 def test_registered_secrets_are_redacted_whatever_their_shape(captured: io.StringIO) -> None:
     redaction.register_secret("correct-horse-battery")
     logging.getLogger("some.library").warning("connecting with %s", "correct-horse-battery")
-    logging.getLogger("wanflow").error("failed: correct-horse-battery")
+    logging.getLogger("tests.redaction.app").error("failed: correct-horse-battery")
     assert "correct-horse-battery" not in captured.getvalue()
     assert captured.getvalue().count(redaction.REDACTED) == 2
 
 
 def test_ordinary_messages_are_untouched(captured: io.StringIO) -> None:
-    logging.getLogger("wanflow").info("job %s is %s", "abc", "RUNNING")
+    logging.getLogger("tests.redaction.app").info("job %s is %s", "abc", "RUNNING")
     assert captured.getvalue().strip() == "job abc is RUNNING"
