@@ -1,4 +1,4 @@
-"""The local AWS runtime (wanflow_tools.local) with stand-in handlers: what it builds from template.yaml and how
+"""The local AWS runtime (wanflow_tools.moto_stack) with stand-in handlers: what it builds from template.yaml and how
 it runs Step Functions, SQS, SNS and the HTTP API around the handlers.
 
 The handlers here are test doubles registered per test, so these tests pin down the runtime, not the domain
@@ -18,7 +18,7 @@ import boto3
 import httpx
 import pytest
 
-from wanflow_tools.local import LocalStack, SamTemplate
+from wanflow_tools.moto_stack import MotoStack, SamTemplate
 
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT = 30.0
@@ -85,8 +85,8 @@ def handlers() -> Handlers:
 
 
 @pytest.fixture(scope="module")
-def stack(handlers: Handlers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    with LocalStack(
+def stack(handlers: Handlers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoStack]:
+    with MotoStack(
         state_dir=tmp_path_factory.mktemp("state"),
         api_port=0,
         dashscope_base_url="http://127.0.0.1:9/api/v1",
@@ -109,7 +109,7 @@ def fresh_handlers(request: pytest.FixtureRequest) -> Iterator[None]:
     handlers.behaviour.clear()
 
 
-def start_job(stack: LocalStack, job_id: str) -> str:
+def start_job(stack: MotoStack, job_id: str) -> str:
     state = {"job_id": job_id, "poll": {"next": "wait", "wait_seconds": 0, "polls": 0}}
     return stack.boto3_client("stepfunctions").start_execution(
         stateMachineArn=stack.resources["JobStateMachine"], name=job_id, input=json.dumps(state)
@@ -138,7 +138,7 @@ def test_stop_undoes_the_process_wide_changes(tmp_path: Path) -> None:
     environ_before = dict(os.environ)
     # Stand-ins everywhere: the intake gets S3's s3:TestEvent as soon as the notification is configured.
     stand_ins = {name: (lambda event, context: {}) for name in FUNCTIONS}
-    stack = LocalStack(state_dir=tmp_path, dashscope_base_url=None, dashscope_api_key="sk-x", handlers=stand_ins)
+    stack = MotoStack(state_dir=tmp_path, dashscope_base_url=None, dashscope_api_key="sk-x", handlers=stand_ins)
     with stack:
         assert LambdaFunction._invoke_lambda is not original_invoke
         assert notifications._get_s3_event is not original_s3_event
@@ -146,7 +146,7 @@ def test_stop_undoes_the_process_wide_changes(tmp_path: Path) -> None:
         assert os.environ["WANFLOW_JOBS_TABLE"] == "wanflow-local-jobs"
         assert "DASHSCOPE_BASE_URL" not in stack.env
         with pytest.raises(RuntimeError, match="already running"):
-            LocalStack(state_dir=tmp_path, dashscope_base_url=None, dashscope_api_key="sk-y").start()
+            MotoStack(state_dir=tmp_path, dashscope_base_url=None, dashscope_api_key="sk-y").start()
         endpoint = stack.aws_endpoint
     assert LambdaFunction._invoke_lambda is original_invoke
     assert notifications._get_s3_event is original_s3_event
@@ -158,7 +158,7 @@ def test_stop_undoes_the_process_wide_changes(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------- resources
 
 
-def test_every_template_resource_exists_with_its_settings(stack: LocalStack) -> None:
+def test_every_template_resource_exists_with_its_settings(stack: MotoStack) -> None:
     template = SamTemplate.load(REPO / "template.yaml")
     resources = stack.resources
     s3 = stack.boto3_client("s3")
@@ -208,7 +208,7 @@ def test_every_template_resource_exists_with_its_settings(stack: LocalStack) -> 
     assert machine["name"] == "wanflow-local-job"
 
 
-def test_the_lambda_environment_is_the_templates_globals_resolved_locally(stack: LocalStack) -> None:
+def test_the_lambda_environment_is_the_templates_globals_resolved_locally(stack: MotoStack) -> None:
     template = SamTemplate.load(REPO / "template.yaml")
     declared = set(template.global_environment())
     env = stack.env
@@ -231,7 +231,7 @@ def test_the_lambda_environment_is_the_templates_globals_resolved_locally(stack:
 # ------------------------------------------------------------------------------------------- state machine
 
 
-def test_the_state_machine_waits_then_finalizes(stack: LocalStack, handlers: Handlers) -> None:
+def test_the_state_machine_waits_then_finalizes(stack: MotoStack, handlers: Handlers) -> None:
     handlers.behaviour["StatusFunction"] = polls_then("finalize", after=3)
     handlers.behaviour["FinalizeFunction"] = lambda event, context: {"status": "SUCCEEDED"}
     execution = stack.wait_for_execution(start_job(stack, "job-finalize"), TIMEOUT)
@@ -248,7 +248,7 @@ def test_the_state_machine_waits_then_finalizes(stack: LocalStack, handlers: Han
     assert 0 < context.get_remaining_time_in_millis() <= 900_000
 
 
-def test_a_fail_decision_goes_to_record_failure(stack: LocalStack, handlers: Handlers) -> None:
+def test_a_fail_decision_goes_to_record_failure(stack: MotoStack, handlers: Handlers) -> None:
     handlers.behaviour["StatusFunction"] = polls_then("fail", after=2)
     execution = stack.wait_for_execution(start_job(stack, "job-fail"), TIMEOUT)
 
@@ -259,7 +259,7 @@ def test_a_fail_decision_goes_to_record_failure(stack: LocalStack, handlers: Han
     assert handlers.calls.of("FinalizeFunction") == []
 
 
-def test_a_handler_error_is_caught_into_record_failure_with_its_name(stack: LocalStack, handlers: Handlers) -> None:
+def test_a_handler_error_is_caught_into_record_failure_with_its_name(stack: MotoStack, handlers: Handlers) -> None:
     def broken(event: Any, context: Any) -> Any:
         raise JobBroken("the video is not an MP4")
 
@@ -276,7 +276,7 @@ def test_a_handler_error_is_caught_into_record_failure_with_its_name(stack: Loca
     assert cause["errorMessage"] == "the video is not an MP4"
 
 
-def test_a_transient_error_is_retried(stack: LocalStack, handlers: Handlers) -> None:
+def test_a_transient_error_is_retried(stack: MotoStack, handlers: Handlers) -> None:
     attempts: list[int] = []
 
     def flaky(event: Any, context: Any) -> Any:
@@ -294,7 +294,7 @@ def test_a_transient_error_is_retried(stack: LocalStack, handlers: Handlers) -> 
     assert handlers.calls.of("RecordFailureFunction") == []
 
 
-def test_when_recording_the_failure_fails_the_execution_fails(stack: LocalStack, handlers: Handlers) -> None:
+def test_when_recording_the_failure_fails_the_execution_fails(stack: MotoStack, handlers: Handlers) -> None:
     def broken(event: Any, context: Any) -> Any:
         raise JobBroken("table is gone")
 
@@ -309,7 +309,7 @@ def test_when_recording_the_failure_fails_the_execution_fails(stack: LocalStack,
 # ------------------------------------------------------------------------------------------- S3 intake
 
 
-def test_an_upload_under_incoming_reaches_the_intake_handler_once(stack: LocalStack, handlers: Handlers) -> None:
+def test_an_upload_under_incoming_reaches_the_intake_handler_once(stack: MotoStack, handlers: Handlers) -> None:
     def s3_records(event: dict[str, Any]) -> list[dict[str, Any]]:
         records = []
         for record in event["Records"]:
@@ -347,7 +347,7 @@ def test_an_upload_under_incoming_reaches_the_intake_handler_once(stack: LocalSt
     assert attributes == {"ApproximateNumberOfMessages": "0", "ApproximateNumberOfMessagesNotVisible": "0"}
 
 
-def test_batch_item_failures_keep_only_the_failed_messages(stack: LocalStack, handlers: Handlers) -> None:
+def test_batch_item_failures_keep_only_the_failed_messages(stack: MotoStack, handlers: Handlers) -> None:
     def fail_the_second(event: dict[str, Any], context: Any) -> dict[str, Any]:
         failed = [record["messageId"] for record in event["Records"] if json.loads(record["body"]).get("n") == 2]
         return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in failed]}
@@ -373,7 +373,7 @@ def test_batch_item_failures_keep_only_the_failed_messages(stack: LocalStack, ha
 # ------------------------------------------------------------------------------------------- HTTP API
 
 
-def test_a_post_becomes_an_http_api_v2_event_and_the_reply_goes_back(stack: LocalStack, handlers: Handlers) -> None:
+def test_a_post_becomes_an_http_api_v2_event_and_the_reply_goes_back(stack: MotoStack, handlers: Handlers) -> None:
     handlers.behaviour["ApiFunction"] = lambda event, context: {
         "statusCode": 202,
         "headers": {"content-type": "application/json", "location": "/v1/jobs/j1"},
@@ -417,7 +417,7 @@ def test_a_post_becomes_an_http_api_v2_event_and_the_reply_goes_back(stack: Loca
     assert set(context["http"]) == set(sample["requestContext"]["http"])
 
 
-def test_path_parameters_binary_bodies_and_api_gateway_defaults(stack: LocalStack, handlers: Handlers) -> None:
+def test_path_parameters_binary_bodies_and_api_gateway_defaults(stack: MotoStack, handlers: Handlers) -> None:
     handlers.behaviour["ApiFunction"] = lambda event, context: {"echo": event.get("pathParameters")}
     response = httpx.get(f"{stack.api_url}/v1/jobs/job%2D7", timeout=TIMEOUT)
     assert response.status_code == 200  # no statusCode: API Gateway answers 200 with the JSON result
@@ -451,7 +451,7 @@ def test_path_parameters_binary_bodies_and_api_gateway_defaults(stack: LocalStac
 # ------------------------------------------------------------------------------------------- SNS and schedule
 
 
-def test_notifications_land_in_the_jsonl_file(stack: LocalStack, handlers: Handlers) -> None:
+def test_notifications_land_in_the_jsonl_file(stack: MotoStack, handlers: Handlers) -> None:
     def finalize(event: dict[str, Any], context: Any) -> dict[str, Any]:
         # Like the real handler: a plain boto3 client, configured only by the Lambda environment.
         message = {"schema": "wanflow.job.v1", "type": "job.succeeded", "job": {"job_id": event["job_id"]}}
@@ -477,7 +477,7 @@ def test_notifications_land_in_the_jsonl_file(stack: LocalStack, handlers: Handl
         stack.wait_for_notifications(already + 2, timeout=0.2)
 
 
-def test_run_sweeper_invokes_the_sweeper_with_the_schedule_input(stack: LocalStack, handlers: Handlers) -> None:
+def test_run_sweeper_invokes_the_sweeper_with_the_schedule_input(stack: MotoStack, handlers: Handlers) -> None:
     handlers.behaviour["SweeperFunction"] = lambda event, context: {"repaired": 0}
     result = stack.run_sweeper()
 
@@ -489,7 +489,7 @@ def test_run_sweeper_invokes_the_sweeper_with_the_schedule_input(stack: LocalSta
     assert not event["execution_id"].startswith("<")
 
 
-def test_handler_errors_and_unserialisable_results_look_like_lambdas(stack: LocalStack, handlers: Handlers) -> None:
+def test_handler_errors_and_unserialisable_results_look_like_lambdas(stack: MotoStack, handlers: Handlers) -> None:
     def broken(event: Any, context: Any) -> Any:
         raise TransientError("try later")
 

@@ -6,8 +6,8 @@ context. The same code path serves three callers:
 
 * moto's Lambda service, patched here, so that Step Functions Task states executed by moto's ASL
   interpreter run the real handlers (`install_moto_patch`);
-* the SQS and scheduler event-source emulation (`wanflow_tools.local.events`);
-* the HTTP API emulation (`wanflow_tools.local.apigw`).
+* the SQS and scheduler event-source emulation (`wanflow_tools.moto_stack.events`);
+* the HTTP API emulation (`wanflow_tools.moto_stack.apigw`).
 
 Errors are reported the Lambda way: a payload `{"errorType", "errorMessage", "requestId", "stackTrace"}`
 with FunctionError "Unhandled", so that ASL Retry/Catch match on the exception class name

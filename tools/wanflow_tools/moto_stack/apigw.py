@@ -24,8 +24,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from wanflow_tools.local.lambdas import InvocationResult
-from wanflow_tools.local.template import HttpRoute
+from wanflow_tools.moto_stack.lambdas import InvocationResult
+from wanflow_tools.moto_stack.template import HttpRoute
 
 log = logging.getLogger(__name__)
 
