@@ -50,9 +50,9 @@ from wanflow_tools.emulator.protocol import (
     new_request_id,
 )
 from wanflow_tools.emulator.ratelimit import SlidingWindowLimiter
-from wanflow_tools.emulator.render import Renderer
 from wanflow_tools.emulator.rules import output_size
 from wanflow_tools.emulator.store import TaskStore, Timings
+from wanflow_tools.emulator.video_render import Renderer
 
 logger = logging.getLogger("wanflow_tools.emulator")
 
