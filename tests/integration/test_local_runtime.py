@@ -22,8 +22,14 @@ from wanflow_tools.moto_stack import MotoStack, SamTemplate
 
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT = 30.0
-FUNCTIONS = ("ApiFunction", "IntakeFunction", "StatusFunction", "FinalizeFunction", "RecordFailureFunction",
-             "SweeperFunction")
+FUNCTIONS = (
+    "ApiFunction",
+    "IntakeFunction",
+    "StatusFunction",
+    "FinalizeFunction",
+    "RecordFailureFunction",
+    "SweeperFunction",
+)
 
 
 class TransientError(Exception):
@@ -173,8 +179,10 @@ def test_every_template_resource_exists_with_its_settings(stack: MotoStack) -> N
 
     table = stack.boto3_client("dynamodb").describe_table(TableName=resources["JobsTable"])["Table"]
     assert table["KeySchema"] == [{"AttributeName": "job_id", "KeyType": "HASH"}]
-    indexes = {index["IndexName"]: [key["AttributeName"] for key in index["KeySchema"]]
-               for index in table["GlobalSecondaryIndexes"]}
+    indexes = {
+        index["IndexName"]: [key["AttributeName"] for key in index["KeySchema"]]
+        for index in table["GlobalSecondaryIndexes"]
+    }
     assert indexes == {"by_status": ["status", "created_at"], "by_created": ["record_type", "created_at"]}
     ttl = stack.boto3_client("dynamodb").describe_time_to_live(TableName=resources["JobsTable"])
     assert ttl["TimeToLiveDescription"]["AttributeName"] == "expires_at"
@@ -183,7 +191,9 @@ def test_every_template_resource_exists_with_its_settings(stack: MotoStack) -> N
     intake = sqs.get_queue_attributes(QueueUrl=resources["IntakeQueue"], AttributeNames=["All"])["Attributes"]
     assert intake["VisibilityTimeout"] == "360"
     assert json.loads(intake["RedrivePolicy"]) == {
-        "deadLetterTargetArn": stack.attribute("IntakeDeadLetterQueue", "Arn"), "maxReceiveCount": 5}
+        "deadLetterTargetArn": stack.attribute("IntakeDeadLetterQueue", "Arn"),
+        "maxReceiveCount": 5,
+    }
 
     topics = [topic["TopicArn"] for topic in stack.boto3_client("sns").list_topics()["Topics"]]
     assert resources["JobTopic"] in topics
@@ -199,8 +209,7 @@ def test_every_template_resource_exists_with_its_settings(stack: MotoStack) -> N
     assert functions["wanflow-local-finalize"]["Timeout"] == 900
     assert functions["wanflow-local-finalize"]["MemorySize"] == 1024
 
-    machine = stack.boto3_client("stepfunctions").describe_state_machine(
-        stateMachineArn=resources["JobStateMachine"])
+    machine = stack.boto3_client("stepfunctions").describe_state_machine(stateMachineArn=resources["JobStateMachine"])
     expected = (REPO / "statemachine" / "job.asl.json").read_text()
     for name in ("Status", "Finalize", "RecordFailure"):
         expected = expected.replace(f"${{{name}FunctionArn}}", stack.attribute(f"{name}Function", "Arn"))
@@ -360,7 +369,8 @@ def test_batch_item_failures_keep_only_the_failed_messages(stack: MotoStack, han
     for n in (1, 2, 3):
         sqs.send_message(QueueUrl=queue, MessageBody=json.dumps({"n": n}))
     after = source.wait_until(
-        lambda stats: stats.received >= before.received + 3 and stats.in_flight == 0, timeout=TIMEOUT)
+        lambda stats: stats.received >= before.received + 3 and stats.in_flight == 0, timeout=TIMEOUT
+    )
     try:
         assert after.deleted - before.deleted == 2
         assert after.failed - before.failed == 1
@@ -381,8 +391,12 @@ def test_a_post_becomes_an_http_api_v2_event_and_the_reply_goes_back(stack: Moto
         "body": json.dumps({"job_id": "j1"}),
     }
     body = {"input": {"prompt": "a cat", "img_url": "https://example.com/cat.png"}}
-    response = httpx.post(f"{stack.api_url}/v1/jobs?dry=1&tag=a&tag=b", json=body,
-                          headers={"Idempotency-Key": "k-1", "Cookie": "a=1; b=2"}, timeout=TIMEOUT)
+    response = httpx.post(
+        f"{stack.api_url}/v1/jobs?dry=1&tag=a&tag=b",
+        json=body,
+        headers={"Idempotency-Key": "k-1", "Cookie": "a=1; b=2"},
+        timeout=TIMEOUT,
+    )
 
     assert response.status_code == 202
     assert response.json() == {"job_id": "j1"}
@@ -428,8 +442,9 @@ def test_path_parameters_binary_bodies_and_api_gateway_defaults(stack: MotoStack
     assert handlers.calls.of("ApiFunction")[-1]["routeKey"] == "POST /v1/jobs/{job_id}/cancel"
     assert "body" not in handlers.calls.of("ApiFunction")[-1]
 
-    httpx.post(f"{stack.api_url}/v1/uploads", content=b"\x00\x01", headers={"content-type": "image/png"},
-               timeout=TIMEOUT)
+    httpx.post(
+        f"{stack.api_url}/v1/uploads", content=b"\x00\x01", headers={"content-type": "image/png"}, timeout=TIMEOUT
+    )
     binary = handlers.calls.of("ApiFunction")[-1]
     assert binary["isBase64Encoded"] is True
     assert binary["body"] == "AAE="
@@ -456,9 +471,13 @@ def test_notifications_land_in_the_jsonl_file(stack: MotoStack, handlers: Handle
         # Like the real handler: a plain boto3 client, configured only by the Lambda environment.
         message = {"schema": "wanflow.job.v1", "type": "job.succeeded", "job": {"job_id": event["job_id"]}}
         boto3.client("sns").publish(
-            TopicArn=os.environ["WANFLOW_TOPIC_ARN"], Message=json.dumps(message),
-            MessageAttributes={"type": {"DataType": "String", "StringValue": "job.succeeded"},
-                               "status": {"DataType": "String", "StringValue": "SUCCEEDED"}})
+            TopicArn=os.environ["WANFLOW_TOPIC_ARN"],
+            Message=json.dumps(message),
+            MessageAttributes={
+                "type": {"DataType": "String", "StringValue": "job.succeeded"},
+                "status": {"DataType": "String", "StringValue": "SUCCEEDED"},
+            },
+        )
         return {"status": "SUCCEEDED"}
 
     handlers.behaviour["StatusFunction"] = polls_then("finalize", after=1)
