@@ -112,7 +112,7 @@ class TaskStore:
                 return None
             return copy.copy(task)
 
-    def list(self, now: float) -> list[Task]:
+    def live(self, now: float) -> list[Task]:
         """Copies of every live task, oldest first."""
         with self._lock:
             return [copy.copy(task) for task in self._tasks.values() if not self._expired(task, now)]

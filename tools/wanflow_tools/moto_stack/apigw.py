@@ -230,6 +230,7 @@ class LocalHttpApi:
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
+        assert isinstance(host, str)  # a bound AF_INET address is (str, int); the stubs also allow bytes
         return f"http://{host}:{port}"
 
     def start(self) -> None:

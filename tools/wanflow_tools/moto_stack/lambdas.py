@@ -249,9 +249,10 @@ class MotoLambdaPatch:
                 response_headers["x-amz-function-error"] = "Unhandled"
             return response
 
-        self._originals = {"_invoke_lambda": LambdaFunction._invoke_lambda, "invoke": original_invoke}
-        LambdaFunction._invoke_lambda = _invoke_lambda
-        LambdaFunction.invoke = invoke
+        replacements = {"_invoke_lambda": _invoke_lambda, "invoke": invoke}
+        self._originals = {name: getattr(LambdaFunction, name) for name in replacements}
+        for name, replacement in replacements.items():
+            setattr(LambdaFunction, name, replacement)
 
     def uninstall(self) -> None:
         from moto.awslambda.models import LambdaFunction

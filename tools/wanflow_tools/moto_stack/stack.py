@@ -298,14 +298,15 @@ class MotoStack:
 
     def boto3_client(self, service: str, **kwargs: Any) -> Any:
         """A boto3 client for the local endpoint with the local credentials and region."""
-        options = {
+        options: dict[str, Any] = {
             "endpoint_url": self.aws_endpoint,
             "region_name": REGION,
             **CREDENTIALS,
             "config": Config(retries={"max_attempts": 3, "mode": "standard"}),
         }
         options.update(kwargs)
-        return boto3.client(service, **options)
+        # boto3-stubs type client() for literal service names only; this helper takes any name.
+        return boto3.client(service, **options)  # type: ignore[call-overload]
 
     def invoke(self, name_or_logical_id: str, event: Any) -> InvocationResult:
         """Invoke a function in-process, as a synchronous Lambda invoke would."""
