@@ -20,6 +20,9 @@ import pytest
 
 from wanflow_tools.moto_stack import MotoStack, SamTemplate
 
+# Real servers: a moto server and the HTTP API on loopback ports (about 10 s for the module).
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT = 30.0
 FUNCTIONS = (
