@@ -1,11 +1,12 @@
 # wanflow developer commands. `make demo` and `make test` work on a fresh clone: they build .venv/ first.
+# Another interpreter gets its own virtualenv: make test PYTHON=python3.13 VENV=.venv-3.13
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test lint demo local emulator build lock bench clean
+.PHONY: help venv test test-fast lint typecheck demo local emulator build lock bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -19,12 +20,17 @@ $(STAMP): requirements.lock pyproject.toml
 
 venv: $(STAMP) ## Create .venv/ from the lock file (the wanflow command is then .venv/bin/wanflow)
 
-test: $(STAMP) ## Run lint and the whole test suite, offline
-	$(BIN)/ruff check .
-	$(BIN)/pytest
+test: lint typecheck ## Run lint, the type check and the whole test suite with coverage, offline
+	$(BIN)/pytest --cov=wanflow --cov=wanflow_tools --cov=functions --cov-report=term
+
+test-fast: $(STAMP) ## Run the tests not marked slow, without coverage (seconds, not minutes)
+	$(BIN)/pytest -q -m "not slow" -p no:cacheprovider
 
 lint: $(STAMP) ## ruff check
 	$(BIN)/ruff check .
+
+typecheck: $(STAMP) ## mypy over layers/wanflow, functions and tools/wanflow_tools (settings in pyproject.toml)
+	$(BIN)/mypy
 
 demo: $(STAMP) ## Run one sample image through the whole pipeline offline; the MP4 lands in out/
 	$(BIN)/wanflow demo
@@ -47,4 +53,4 @@ lock: ## Re-resolve requirements.lock and layers/requirements.txt (needs the reg
 		layers/requirements.in -c requirements.lock -o layers/requirements.txt
 
 clean: ## Remove the virtualenv, caches and build output
-	rm -rf $(VENV) .venv-sam .pytest_cache .ruff_cache .aws-sam out .wanflow
+	rm -rf $(VENV) .venv-3.13 .venv-sam .pytest_cache .ruff_cache .aws-sam out .wanflow

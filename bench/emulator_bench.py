@@ -25,7 +25,7 @@ from PIL import Image, ImageDraw
 
 from wanflow.capabilities import output_size
 from wanflow_tools.emulator import Emulator, EmulatorConfig
-from wanflow_tools.emulator.render import RenderJob, render_video
+from wanflow_tools.emulator.video_render import RenderJob, render_video
 
 RENDER_RUNS = 3
 CONCURRENT_VIDEOS = 4

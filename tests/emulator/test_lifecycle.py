@@ -114,9 +114,7 @@ def test_task_stays_running_until_its_video_is_rendered(
 
 
 @pytest.mark.slow
-def test_running_slots_per_model_keep_extra_tasks_pending(
-    start_emulator: Callable[..., Emulator], clock: ManualClock
-):
+def test_running_slots_per_model_keep_extra_tasks_pending(start_emulator: Callable[..., Emulator], clock: ManualClock):
     emulator = start_emulator(clock=clock, pending_seconds=0, running_seconds=100)
     with httpx.Client(base_url=emulator.base_url) as client:
         two_slot_model = [create_task(client, body(model="wan2.2-i2v-flash")) for _ in range(3)]
@@ -164,9 +162,7 @@ def test_canceled_task_never_runs(http: httpx.Client, clock: ManualClock, timed:
 
 
 @pytest.mark.slow
-def test_expired_task_answers_unknown_and_is_forgotten(
-    start_emulator: Callable[..., Emulator], clock: ManualClock
-):
+def test_expired_task_answers_unknown_and_is_forgotten(start_emulator: Callable[..., Emulator], clock: ManualClock):
     emulator = start_emulator(clock=clock, pending_seconds=0, running_seconds=0, task_ttl_seconds=3600)
     with httpx.Client(base_url=emulator.base_url) as client:
         task_id = create_task(client)
@@ -256,7 +252,10 @@ def test_list_filters_and_pages(start_emulator: Callable[..., Emulator], clock: 
         everything = listing()
         assert [entry["task_id"] for entry in everything["data"]] == [third, second, first]  # newest first
         assert (everything["total"], everything["total_page"], everything["page_no"], everything["page_size"]) == (
-            3, 1, 1, 10,
+            3,
+            1,
+            1,
+            10,
         )
         entry = everything["data"][2]
         assert entry["model_name"] == "wan2.6-i2v-flash"

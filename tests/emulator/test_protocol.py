@@ -118,9 +118,7 @@ def test_invalid_parameters_are_400_naming_the_field(
 
 
 def test_every_bad_field_is_named_in_one_message(client: httpx.Client):
-    answer = assert_error(
-        client.post(CREATE, json=body(duration=99, seed=-5), headers=ASYNC), 400, "InvalidParameter"
-    )
+    answer = assert_error(client.post(CREATE, json=body(duration=99, seed=-5), headers=ASYNC), 400, "InvalidParameter")
     assert "parameters.duration" in answer["message"]
     assert "parameters.seed" in answer["message"]
 
@@ -169,7 +167,9 @@ def test_succeeded_task_answer_has_dashscope_fields(client: httpx.Client):
     assert output["submit_time"] <= output["scheduled_time"] <= output["end_time"]
     assert output["orig_prompt"] == "a lighthouse at dusk"
     assert "actual_prompt" not in output  # wan2.6 does not report a rewritten prompt
-    assert output["video_url"].startswith(f"http://{client.base_url.host}:{client.base_url.port}/results/{task_id}.mp4?")
+    assert output["video_url"].startswith(
+        f"http://{client.base_url.host}:{client.base_url.port}/results/{task_id}.mp4?"
+    )
     assert "Expires=" in output["video_url"]
     assert payload["usage"] == {
         "duration": 2,

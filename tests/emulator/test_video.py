@@ -87,9 +87,7 @@ def test_video_format_and_audio_per_model(
     assert answer["usage"].get("audio", has_audio) is has_audio
 
 
-def test_audio_url_content_becomes_the_soundtrack(
-    client: httpx.Client, emulator: Emulator, static_files: StaticFiles
-):
+def test_audio_url_content_becomes_the_soundtrack(client: httpx.Client, emulator: Emulator, static_files: StaticFiles):
     payload = body(audio=None)  # wan2.6-i2v-flash with its default audio=true
     payload["input"]["audio_url"] = static_files.add("/voice.wav", wav_bytes(3.0), "audio/wav")
     video, _ = render(client, payload)

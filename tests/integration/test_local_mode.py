@@ -138,7 +138,7 @@ def sample_png(width: int = 600, height: int = 800) -> bytes:
 
 
 @dataclass
-class LocalStack:
+class RunningLocalMode:
     process: Process
     api_url: str
     aws_url: str
@@ -172,7 +172,7 @@ def subprocess_environment(**extra: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLocalMode]:
     state_dir = tmp_path_factory.mktemp("local") / "state"
     api_port, aws_port = free_port(), free_port()
     popen = subprocess.Popen(
@@ -192,7 +192,7 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
     try:
         process.next_line(lambda line: line.strip() == "ready", STARTUP_SECONDS, "'ready'")
         banner = process.lines[:-1]
-        yield LocalStack(
+        yield RunningLocalMode(
             process=process,
             api_url=banner_value(banner, "HTTP API"),
             aws_url=banner_value(banner, "AWS endpoint"),
@@ -208,7 +208,7 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
         stderr_reader.join(timeout=10)
 
 
-def test_banner_shows_the_endpoints_and_examples_that_work(local_stack: LocalStack) -> None:
+def test_banner_shows_the_endpoints_and_examples_that_work(local_stack: RunningLocalMode) -> None:
     assert local_stack.api_url.startswith("http://127.0.0.1:")
     assert local_stack.aws_url.startswith("http://127.0.0.1:")
     text = "\n".join(local_stack.banner)
@@ -219,7 +219,7 @@ def test_banner_shows_the_endpoints_and_examples_that_work(local_stack: LocalSta
     assert banner_value(local_stack.banner, "topic").startswith("arn:aws:sns:")
 
 
-def test_a_job_through_the_http_api_succeeds_and_notifies(local_stack: LocalStack) -> None:
+def test_a_job_through_the_http_api_succeeds_and_notifies(local_stack: RunningLocalMode) -> None:
     image = "data:image/png;base64," + base64.b64encode(sample_png()).decode()
     body = {
         "model": MODEL,
@@ -249,7 +249,7 @@ def test_a_job_through_the_http_api_succeeds_and_notifies(local_stack: LocalStac
     assert [r["message"]["job"]["job_id"] for r in in_file].count(job_id) == 1
 
 
-def test_an_image_uploaded_to_the_intake_bucket_becomes_a_job(local_stack: LocalStack) -> None:
+def test_an_image_uploaded_to_the_intake_bucket_becomes_a_job(local_stack: RunningLocalMode) -> None:
     s3 = boto3.client(
         "s3",
         endpoint_url=local_stack.aws_url,
@@ -289,7 +289,7 @@ def example_command(banner: list[str], marker: str) -> str:
 
 
 @pytest.mark.skipif(not (shutil.which("curl") and shutil.which("base64")), reason="needs curl and base64")
-def test_the_printed_curl_example_works_as_printed(local_stack: LocalStack) -> None:
+def test_the_printed_curl_example_works_as_printed(local_stack: RunningLocalMode) -> None:
     command = example_command(local_stack.banner, "| curl ")
     result = subprocess.run([BASH, "-c", command], capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
@@ -299,7 +299,7 @@ def test_the_printed_curl_example_works_as_printed(local_stack: LocalStack) -> N
 
 
 @pytest.mark.skipif(not shutil.which("aws"), reason="needs the AWS CLI")
-def test_the_printed_aws_cli_example_works_as_printed(local_stack: LocalStack) -> None:
+def test_the_printed_aws_cli_example_works_as_printed(local_stack: RunningLocalMode) -> None:
     command = example_command(local_stack.banner, " s3 cp ")
     # As a user without AWS configuration runs it: the command itself carries what it needs.
     environ = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
@@ -320,7 +320,7 @@ def test_the_printed_aws_cli_example_works_as_printed(local_stack: LocalStack) -
     assert job["request"]["input"]["prompt"] == "a sailboat drifts slowly across the lake at sunset"
 
 
-def test_sigint_stops_everything_cleanly(local_stack: LocalStack) -> None:
+def test_sigint_stops_everything_cleanly(local_stack: RunningLocalMode) -> None:
     popen = local_stack.process.popen
     popen.send_signal(signal.SIGINT)
     try:

@@ -1,4 +1,4 @@
-"""The local AWS runtime (wanflow_tools.local) with stand-in handlers: what it builds from template.yaml and how
+"""The local AWS runtime (wanflow_tools.moto_stack) with stand-in handlers: what it builds from template.yaml and how
 it runs Step Functions, SQS, SNS and the HTTP API around the handlers.
 
 The handlers here are test doubles registered per test, so these tests pin down the runtime, not the domain
@@ -18,12 +18,21 @@ import boto3
 import httpx
 import pytest
 
-from wanflow_tools.local import LocalStack, SamTemplate
+from wanflow_tools.moto_stack import MotoStack, SamTemplate
+
+# Real servers: a moto server and the HTTP API on loopback ports (about 10 s for the module).
+pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT = 30.0
-FUNCTIONS = ("ApiFunction", "IntakeFunction", "StatusFunction", "FinalizeFunction", "RecordFailureFunction",
-             "SweeperFunction")
+FUNCTIONS = (
+    "ApiFunction",
+    "IntakeFunction",
+    "StatusFunction",
+    "FinalizeFunction",
+    "RecordFailureFunction",
+    "SweeperFunction",
+)
 
 
 class TransientError(Exception):
@@ -85,8 +94,8 @@ def handlers() -> Handlers:
 
 
 @pytest.fixture(scope="module")
-def stack(handlers: Handlers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    with LocalStack(
+def stack(handlers: Handlers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoStack]:
+    with MotoStack(
         state_dir=tmp_path_factory.mktemp("state"),
         api_port=0,
         dashscope_base_url="http://127.0.0.1:9/api/v1",
@@ -109,7 +118,7 @@ def fresh_handlers(request: pytest.FixtureRequest) -> Iterator[None]:
     handlers.behaviour.clear()
 
 
-def start_job(stack: LocalStack, job_id: str) -> str:
+def start_job(stack: MotoStack, job_id: str) -> str:
     state = {"job_id": job_id, "poll": {"next": "wait", "wait_seconds": 0, "polls": 0}}
     return stack.boto3_client("stepfunctions").start_execution(
         stateMachineArn=stack.resources["JobStateMachine"], name=job_id, input=json.dumps(state)
@@ -138,7 +147,7 @@ def test_stop_undoes_the_process_wide_changes(tmp_path: Path) -> None:
     environ_before = dict(os.environ)
     # Stand-ins everywhere: the intake gets S3's s3:TestEvent as soon as the notification is configured.
     stand_ins = {name: (lambda event, context: {}) for name in FUNCTIONS}
-    stack = LocalStack(state_dir=tmp_path, dashscope_base_url=None, dashscope_api_key="sk-x", handlers=stand_ins)
+    stack = MotoStack(state_dir=tmp_path, dashscope_base_url=None, dashscope_api_key="sk-x", handlers=stand_ins)
     with stack:
         assert LambdaFunction._invoke_lambda is not original_invoke
         assert notifications._get_s3_event is not original_s3_event
@@ -146,7 +155,7 @@ def test_stop_undoes_the_process_wide_changes(tmp_path: Path) -> None:
         assert os.environ["WANFLOW_JOBS_TABLE"] == "wanflow-local-jobs"
         assert "DASHSCOPE_BASE_URL" not in stack.env
         with pytest.raises(RuntimeError, match="already running"):
-            LocalStack(state_dir=tmp_path, dashscope_base_url=None, dashscope_api_key="sk-y").start()
+            MotoStack(state_dir=tmp_path, dashscope_base_url=None, dashscope_api_key="sk-y").start()
         endpoint = stack.aws_endpoint
     assert LambdaFunction._invoke_lambda is original_invoke
     assert notifications._get_s3_event is original_s3_event
@@ -158,7 +167,7 @@ def test_stop_undoes_the_process_wide_changes(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------- resources
 
 
-def test_every_template_resource_exists_with_its_settings(stack: LocalStack) -> None:
+def test_every_template_resource_exists_with_its_settings(stack: MotoStack) -> None:
     template = SamTemplate.load(REPO / "template.yaml")
     resources = stack.resources
     s3 = stack.boto3_client("s3")
@@ -173,8 +182,10 @@ def test_every_template_resource_exists_with_its_settings(stack: LocalStack) -> 
 
     table = stack.boto3_client("dynamodb").describe_table(TableName=resources["JobsTable"])["Table"]
     assert table["KeySchema"] == [{"AttributeName": "job_id", "KeyType": "HASH"}]
-    indexes = {index["IndexName"]: [key["AttributeName"] for key in index["KeySchema"]]
-               for index in table["GlobalSecondaryIndexes"]}
+    indexes = {
+        index["IndexName"]: [key["AttributeName"] for key in index["KeySchema"]]
+        for index in table["GlobalSecondaryIndexes"]
+    }
     assert indexes == {
         "by_status": ["status", "created_at"],
         "by_created": ["record_type", "created_at"],
@@ -188,7 +199,9 @@ def test_every_template_resource_exists_with_its_settings(stack: LocalStack) -> 
     intake = sqs.get_queue_attributes(QueueUrl=resources["IntakeQueue"], AttributeNames=["All"])["Attributes"]
     assert intake["VisibilityTimeout"] == "360"
     assert json.loads(intake["RedrivePolicy"]) == {
-        "deadLetterTargetArn": stack.attribute("IntakeDeadLetterQueue", "Arn"), "maxReceiveCount": 5}
+        "deadLetterTargetArn": stack.attribute("IntakeDeadLetterQueue", "Arn"),
+        "maxReceiveCount": 5,
+    }
 
     topics = [topic["TopicArn"] for topic in stack.boto3_client("sns").list_topics()["Topics"]]
     assert resources["JobTopic"] in topics
@@ -204,8 +217,7 @@ def test_every_template_resource_exists_with_its_settings(stack: LocalStack) -> 
     assert functions["wanflow-local-finalize"]["Timeout"] == 900
     assert functions["wanflow-local-finalize"]["MemorySize"] == 1024
 
-    machine = stack.boto3_client("stepfunctions").describe_state_machine(
-        stateMachineArn=resources["JobStateMachine"])
+    machine = stack.boto3_client("stepfunctions").describe_state_machine(stateMachineArn=resources["JobStateMachine"])
     expected = (REPO / "statemachine" / "job.asl.json").read_text()
     for name in ("Status", "Finalize", "RecordFailure"):
         expected = expected.replace(f"${{{name}FunctionArn}}", stack.attribute(f"{name}Function", "Arn"))
@@ -213,7 +225,7 @@ def test_every_template_resource_exists_with_its_settings(stack: LocalStack) -> 
     assert machine["name"] == "wanflow-local-job"
 
 
-def test_the_lambda_environment_is_the_templates_globals_resolved_locally(stack: LocalStack) -> None:
+def test_the_lambda_environment_is_the_templates_globals_resolved_locally(stack: MotoStack) -> None:
     template = SamTemplate.load(REPO / "template.yaml")
     declared = set(template.global_environment())
     env = stack.env
@@ -236,7 +248,7 @@ def test_the_lambda_environment_is_the_templates_globals_resolved_locally(stack:
 # ------------------------------------------------------------------------------------------- state machine
 
 
-def test_the_state_machine_waits_then_finalizes(stack: LocalStack, handlers: Handlers) -> None:
+def test_the_state_machine_waits_then_finalizes(stack: MotoStack, handlers: Handlers) -> None:
     handlers.behaviour["StatusFunction"] = polls_then("finalize", after=3)
     handlers.behaviour["FinalizeFunction"] = lambda event, context: {"status": "SUCCEEDED"}
     execution = stack.wait_for_execution(start_job(stack, "job-finalize"), TIMEOUT)
@@ -253,7 +265,7 @@ def test_the_state_machine_waits_then_finalizes(stack: LocalStack, handlers: Han
     assert 0 < context.get_remaining_time_in_millis() <= 900_000
 
 
-def test_a_fail_decision_goes_to_record_failure(stack: LocalStack, handlers: Handlers) -> None:
+def test_a_fail_decision_goes_to_record_failure(stack: MotoStack, handlers: Handlers) -> None:
     handlers.behaviour["StatusFunction"] = polls_then("fail", after=2)
     execution = stack.wait_for_execution(start_job(stack, "job-fail"), TIMEOUT)
 
@@ -264,7 +276,7 @@ def test_a_fail_decision_goes_to_record_failure(stack: LocalStack, handlers: Han
     assert handlers.calls.of("FinalizeFunction") == []
 
 
-def test_a_handler_error_is_caught_into_record_failure_with_its_name(stack: LocalStack, handlers: Handlers) -> None:
+def test_a_handler_error_is_caught_into_record_failure_with_its_name(stack: MotoStack, handlers: Handlers) -> None:
     def broken(event: Any, context: Any) -> Any:
         raise JobBroken("the video is not an MP4")
 
@@ -281,7 +293,7 @@ def test_a_handler_error_is_caught_into_record_failure_with_its_name(stack: Loca
     assert cause["errorMessage"] == "the video is not an MP4"
 
 
-def test_a_transient_error_is_retried(stack: LocalStack, handlers: Handlers) -> None:
+def test_a_transient_error_is_retried(stack: MotoStack, handlers: Handlers) -> None:
     attempts: list[int] = []
 
     def flaky(event: Any, context: Any) -> Any:
@@ -299,7 +311,7 @@ def test_a_transient_error_is_retried(stack: LocalStack, handlers: Handlers) -> 
     assert handlers.calls.of("RecordFailureFunction") == []
 
 
-def test_when_recording_the_failure_fails_the_execution_fails(stack: LocalStack, handlers: Handlers) -> None:
+def test_when_recording_the_failure_fails_the_execution_fails(stack: MotoStack, handlers: Handlers) -> None:
     def broken(event: Any, context: Any) -> Any:
         raise JobBroken("table is gone")
 
@@ -314,7 +326,7 @@ def test_when_recording_the_failure_fails_the_execution_fails(stack: LocalStack,
 # ------------------------------------------------------------------------------------------- S3 intake
 
 
-def test_an_upload_under_incoming_reaches_the_intake_handler_once(stack: LocalStack, handlers: Handlers) -> None:
+def test_an_upload_under_incoming_reaches_the_intake_handler_once(stack: MotoStack, handlers: Handlers) -> None:
     def s3_records(event: dict[str, Any]) -> list[dict[str, Any]]:
         records = []
         for record in event["Records"]:
@@ -352,7 +364,7 @@ def test_an_upload_under_incoming_reaches_the_intake_handler_once(stack: LocalSt
     assert attributes == {"ApproximateNumberOfMessages": "0", "ApproximateNumberOfMessagesNotVisible": "0"}
 
 
-def test_batch_item_failures_keep_only_the_failed_messages(stack: LocalStack, handlers: Handlers) -> None:
+def test_batch_item_failures_keep_only_the_failed_messages(stack: MotoStack, handlers: Handlers) -> None:
     def fail_the_second(event: dict[str, Any], context: Any) -> dict[str, Any]:
         failed = [record["messageId"] for record in event["Records"] if json.loads(record["body"]).get("n") == 2]
         return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in failed]}
@@ -365,7 +377,8 @@ def test_batch_item_failures_keep_only_the_failed_messages(stack: LocalStack, ha
     for n in (1, 2, 3):
         sqs.send_message(QueueUrl=queue, MessageBody=json.dumps({"n": n}))
     after = source.wait_until(
-        lambda stats: stats.received >= before.received + 3 and stats.in_flight == 0, timeout=TIMEOUT)
+        lambda stats: stats.received >= before.received + 3 and stats.in_flight == 0, timeout=TIMEOUT
+    )
     try:
         assert after.deleted - before.deleted == 2
         assert after.failed - before.failed == 1
@@ -378,7 +391,7 @@ def test_batch_item_failures_keep_only_the_failed_messages(stack: LocalStack, ha
 # ------------------------------------------------------------------------------------------- HTTP API
 
 
-def test_a_post_becomes_an_http_api_v2_event_and_the_reply_goes_back(stack: LocalStack, handlers: Handlers) -> None:
+def test_a_post_becomes_an_http_api_v2_event_and_the_reply_goes_back(stack: MotoStack, handlers: Handlers) -> None:
     handlers.behaviour["ApiFunction"] = lambda event, context: {
         "statusCode": 202,
         "headers": {"content-type": "application/json", "location": "/v1/jobs/j1"},
@@ -386,8 +399,12 @@ def test_a_post_becomes_an_http_api_v2_event_and_the_reply_goes_back(stack: Loca
         "body": json.dumps({"job_id": "j1"}),
     }
     body = {"input": {"prompt": "a cat", "img_url": "https://example.com/cat.png"}}
-    response = httpx.post(f"{stack.api_url}/v1/jobs?dry=1&tag=a&tag=b", json=body,
-                          headers={"Idempotency-Key": "k-1", "Cookie": "a=1; b=2"}, timeout=TIMEOUT)
+    response = httpx.post(
+        f"{stack.api_url}/v1/jobs?dry=1&tag=a&tag=b",
+        json=body,
+        headers={"Idempotency-Key": "k-1", "Cookie": "a=1; b=2"},
+        timeout=TIMEOUT,
+    )
 
     assert response.status_code == 202
     assert response.json() == {"job_id": "j1"}
@@ -422,7 +439,7 @@ def test_a_post_becomes_an_http_api_v2_event_and_the_reply_goes_back(stack: Loca
     assert set(context["http"]) == set(sample["requestContext"]["http"])
 
 
-def test_path_parameters_binary_bodies_and_api_gateway_defaults(stack: LocalStack, handlers: Handlers) -> None:
+def test_path_parameters_binary_bodies_and_api_gateway_defaults(stack: MotoStack, handlers: Handlers) -> None:
     handlers.behaviour["ApiFunction"] = lambda event, context: {"echo": event.get("pathParameters")}
     response = httpx.get(f"{stack.api_url}/v1/jobs/job%2D7", timeout=TIMEOUT)
     assert response.status_code == 200  # no statusCode: API Gateway answers 200 with the JSON result
@@ -433,8 +450,9 @@ def test_path_parameters_binary_bodies_and_api_gateway_defaults(stack: LocalStac
     assert handlers.calls.of("ApiFunction")[-1]["routeKey"] == "POST /v1/jobs/{job_id}/cancel"
     assert "body" not in handlers.calls.of("ApiFunction")[-1]
 
-    httpx.post(f"{stack.api_url}/v1/uploads", content=b"\x00\x01", headers={"content-type": "image/png"},
-               timeout=TIMEOUT)
+    httpx.post(
+        f"{stack.api_url}/v1/uploads", content=b"\x00\x01", headers={"content-type": "image/png"}, timeout=TIMEOUT
+    )
     binary = handlers.calls.of("ApiFunction")[-1]
     assert binary["isBase64Encoded"] is True
     assert binary["body"] == "AAE="
@@ -456,14 +474,18 @@ def test_path_parameters_binary_bodies_and_api_gateway_defaults(stack: LocalStac
 # ------------------------------------------------------------------------------------------- SNS and schedule
 
 
-def test_notifications_land_in_the_jsonl_file(stack: LocalStack, handlers: Handlers) -> None:
+def test_notifications_land_in_the_jsonl_file(stack: MotoStack, handlers: Handlers) -> None:
     def finalize(event: dict[str, Any], context: Any) -> dict[str, Any]:
         # Like the real handler: a plain boto3 client, configured only by the Lambda environment.
         message = {"schema": "wanflow.job.v1", "type": "job.succeeded", "job": {"job_id": event["job_id"]}}
         boto3.client("sns").publish(
-            TopicArn=os.environ["WANFLOW_TOPIC_ARN"], Message=json.dumps(message),
-            MessageAttributes={"type": {"DataType": "String", "StringValue": "job.succeeded"},
-                               "status": {"DataType": "String", "StringValue": "SUCCEEDED"}})
+            TopicArn=os.environ["WANFLOW_TOPIC_ARN"],
+            Message=json.dumps(message),
+            MessageAttributes={
+                "type": {"DataType": "String", "StringValue": "job.succeeded"},
+                "status": {"DataType": "String", "StringValue": "SUCCEEDED"},
+            },
+        )
         return {"status": "SUCCEEDED"}
 
     handlers.behaviour["StatusFunction"] = polls_then("finalize", after=1)
@@ -482,7 +504,7 @@ def test_notifications_land_in_the_jsonl_file(stack: LocalStack, handlers: Handl
         stack.wait_for_notifications(already + 2, timeout=0.2)
 
 
-def test_run_sweeper_invokes_the_sweeper_with_the_schedule_input(stack: LocalStack, handlers: Handlers) -> None:
+def test_run_sweeper_invokes_the_sweeper_with_the_schedule_input(stack: MotoStack, handlers: Handlers) -> None:
     handlers.behaviour["SweeperFunction"] = lambda event, context: {"repaired": 0}
     result = stack.run_sweeper()
 
@@ -494,7 +516,7 @@ def test_run_sweeper_invokes_the_sweeper_with_the_schedule_input(stack: LocalSta
     assert not event["execution_id"].startswith("<")
 
 
-def test_handler_errors_and_unserialisable_results_look_like_lambdas(stack: LocalStack, handlers: Handlers) -> None:
+def test_handler_errors_and_unserialisable_results_look_like_lambdas(stack: MotoStack, handlers: Handlers) -> None:
     def broken(event: Any, context: Any) -> Any:
         raise TransientError("try later")
 

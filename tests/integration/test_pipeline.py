@@ -27,7 +27,7 @@ from wanflow.callers import uploads_prefix
 from wanflow.usecases import sweep
 from wanflow.wiring import reset as reset_application
 from wanflow_tools.emulator import Emulator, EmulatorConfig
-from wanflow_tools.local.stack import LocalStack
+from wanflow_tools.moto_stack.stack import MotoStack
 from wanflow_tools.testing import image_bytes, image_data_uri
 from wanflow_tools.testing import wait_until as _wait_until
 
@@ -63,8 +63,8 @@ def emulator(clock: Clock) -> Iterator[Emulator]:
 
 
 @pytest.fixture(scope="module")
-def stack(emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    with LocalStack(
+def stack(emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoStack]:
+    with MotoStack(
         state_dir=tmp_path_factory.mktemp("state"),
         api_port=0,
         dashscope_base_url=emulator.base_url,
@@ -83,7 +83,7 @@ def clean_emulator(emulator: Emulator, clock: Clock) -> None:
 
 
 @pytest.fixture
-def api(stack: LocalStack) -> Iterator[httpx.Client]:
+def api(stack: MotoStack) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=stack.api_url, timeout=30) as client:
         yield client
 
@@ -121,22 +121,22 @@ def wait_until(predicate: Callable[[], Any], what: str = "condition") -> Any:
     return _wait_until(predicate, timeout=TIMEOUT, interval=0.05, what=what)
 
 
-def notifications_for(stack: LocalStack, job_id: str) -> list[dict[str, Any]]:
+def notifications_for(stack: MotoStack, job_id: str) -> list[dict[str, Any]]:
     return [n for n in stack.notifications() if n["message"].get("job", {}).get("job_id") == job_id]
 
 
-def job_notifications(stack: LocalStack) -> list[dict[str, Any]]:
+def job_notifications(stack: MotoStack) -> list[dict[str, Any]]:
     return [n for n in stack.notifications() if "job" in n["message"]]
 
 
-def settle(stack: LocalStack) -> None:
+def settle(stack: MotoStack) -> None:
     """Wait until everything published so far has reached the sink, by publishing a marker and waiting for it."""
     marker = uuid.uuid4().hex
     stack.boto3_client("sns").publish(TopicArn=stack.env["WANFLOW_TOPIC_ARN"], Message=json.dumps({"marker": marker}))
     wait_until(lambda: any(n["message"].get("marker") == marker for n in stack.notifications()), what="marker")
 
 
-def wait_for_end(stack: LocalStack, api: httpx.Client, job_id: str) -> dict[str, Any]:
+def wait_for_end(stack: MotoStack, api: httpx.Client, job_id: str) -> dict[str, Any]:
     """Wait for the job's notification (published only once the job has ended) and return the job."""
     wait_until(lambda: notifications_for(stack, job_id), what=f"notification for {job_id}")
     return api.get(f"/v1/jobs/{job_id}").json()
@@ -146,13 +146,13 @@ def submit(api: httpx.Client, body: dict[str, Any] | None = None, **headers: str
     return api.post("/v1/jobs", json=body if body is not None else job_body(), headers=headers)
 
 
-def output_objects(stack: LocalStack) -> list[dict[str, Any]]:
+def output_objects(stack: MotoStack) -> list[dict[str, Any]]:
     s3 = stack.boto3_client("s3")
     bucket = stack.env["WANFLOW_OUTPUT_BUCKET"]
     return s3.list_objects_v2(Bucket=bucket).get("Contents", [])
 
 
-def assert_one_notification(stack: LocalStack, job_id: str, event_type: str) -> dict[str, Any]:
+def assert_one_notification(stack: MotoStack, job_id: str, event_type: str) -> dict[str, Any]:
     settle(stack)  # a second publication, if there were one, would have arrived by now
     found = notifications_for(stack, job_id)
     assert len(found) == 1, found
@@ -514,7 +514,7 @@ def test_list_is_newest_first_and_paginates(stack, api):
     assert set(ids) <= {job["job_id"] for job in succeeded}
 
 
-def _execution_arn(stack: LocalStack, job_id: str) -> str:
+def _execution_arn(stack: MotoStack, job_id: str) -> str:
     return execution_arn(stack.env["WANFLOW_STATE_MACHINE_ARN"], job_id)
 
 
@@ -569,7 +569,7 @@ SAMPLE_BUCKET = "wanflow-123456789012-ap-southeast-1-intake-1a2b3c4d"  # the int
 SAMPLE_JOB_ID = "7d1f0c2b9a8e4f6d8c3b2a1908f7e6d5"  # the job the sample get/cancel events name
 
 
-def sample_event(stack: LocalStack, name: str, job_id: str | None = None) -> dict[str, Any]:
+def sample_event(stack: MotoStack, name: str, job_id: str | None = None) -> dict[str, Any]:
     """A sample event from events/, pointed at this local stack's intake bucket (and at `job_id`)."""
     text = (REPO / "events" / name).read_text()
     if job_id is not None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from wanflow_tools.local import LocalStack
 from wanflow_tools.local_mode.banner import SAMPLE_IMAGE, Endpoints, example_commands
+from wanflow_tools.moto_stack import MotoStack
 from wanflow_tools.price_table import price_table_markdown
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -21,7 +21,7 @@ def test_the_price_table_is_the_one_wanflow_capabilities_gives() -> None:
 
 def test_the_local_mode_examples_are_the_ones_wanflow_local_prints() -> None:
     # What `wanflow local` prints on its default ports, as run from the repository root with the venv's wanflow.
-    stack = LocalStack(state_dir=".wanflow", dashscope_base_url=None, dashscope_api_key="unused")
+    stack = MotoStack(state_dir=".wanflow", dashscope_base_url=None, dashscope_api_key="unused")
     endpoints = Endpoints(
         api_url="http://127.0.0.1:8000",
         aws_endpoint="http://127.0.0.1:5000",

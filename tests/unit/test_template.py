@@ -103,7 +103,11 @@ def test_parameters_and_their_defaults(sam: dict[str, Any]) -> None:
     parameters = sam["Parameters"]
     assert parameters["DashScopeRegion"]["Default"] == "ap-southeast-1"
     assert set(parameters["DashScopeRegion"]["AllowedValues"]) == {
-        "ap-southeast-1", "us-east-1", "cn-beijing", "eu-central-1"}
+        "ap-southeast-1",
+        "us-east-1",
+        "cn-beijing",
+        "eu-central-1",
+    }
     assert parameters["DashScopeWorkspaceId"]["Default"] == ""
     assert parameters["DashScopeSecretArn"]["Default"] == ""
     assert parameters["DefaultModel"]["Default"] == "wan2.6-i2v-flash"
@@ -183,12 +187,17 @@ def test_intake_queue_and_event_source(sam: dict[str, Any]) -> None:
 def test_buckets_are_private_encrypted_versioned_and_tls_only(transformed: dict[str, Any]) -> None:
     buckets = resources_of_type(transformed, "AWS::S3::Bucket")
     assert set(buckets) == {"IntakeBucket", "OutputBucket"}
-    policies = {properties["Bucket"]["Ref"]: properties["PolicyDocument"]
-                for properties in resources_of_type(transformed, "AWS::S3::BucketPolicy").values()}
+    policies = {
+        properties["Bucket"]["Ref"]: properties["PolicyDocument"]
+        for properties in resources_of_type(transformed, "AWS::S3::BucketPolicy").values()
+    }
     for logical_id, properties in buckets.items():
         assert properties["PublicAccessBlockConfiguration"] == {
-            "BlockPublicAcls": True, "BlockPublicPolicy": True, "IgnorePublicAcls": True,
-            "RestrictPublicBuckets": True}, logical_id
+            "BlockPublicAcls": True,
+            "BlockPublicPolicy": True,
+            "IgnorePublicAcls": True,
+            "RestrictPublicBuckets": True,
+        }, logical_id
         rule = properties["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]
         assert rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"] in {"AES256", "aws:kms"}
         assert properties["VersioningConfiguration"] == {"Status": "Enabled"}
@@ -216,8 +225,10 @@ def test_jobs_table_keys_indexes_recovery_and_ttl(transformed: dict[str, Any]) -
     table = transformed["Resources"]["JobsTable"]["Properties"]
     assert table["BillingMode"] == "PAY_PER_REQUEST"
     assert table["KeySchema"] == [{"AttributeName": "job_id", "KeyType": "HASH"}]
-    indexes = {index["IndexName"]: [(key["AttributeName"], key["KeyType"]) for key in index["KeySchema"]]
-               for index in table["GlobalSecondaryIndexes"]}
+    indexes = {
+        index["IndexName"]: [(key["AttributeName"], key["KeyType"]) for key in index["KeySchema"]]
+        for index in table["GlobalSecondaryIndexes"]
+    }
     assert indexes == {
         "by_status": [("status", "HASH"), ("created_at", "RANGE")],
         "by_created": [("record_type", "HASH"), ("created_at", "RANGE")],
@@ -279,8 +290,11 @@ def test_the_state_machine_may_invoke_only_its_three_functions(transformed: dict
     machine = transformed["Resources"]["JobStateMachine"]["Properties"]
     assert machine["StateMachineType"] == "STANDARD"
     assert machine["TracingConfiguration"] == {"Enabled": True}
-    assert set(machine["DefinitionSubstitutions"]) == {"StatusFunctionArn", "FinalizeFunctionArn",
-                                                       "RecordFailureFunctionArn"}
+    assert set(machine["DefinitionSubstitutions"]) == {
+        "StatusFunctionArn",
+        "FinalizeFunctionArn",
+        "RecordFailureFunctionArn",
+    }
 
 
 def test_every_http_route_requires_iam_auth(sam: dict[str, Any], transformed: dict[str, Any]) -> None:
@@ -295,8 +309,15 @@ def test_every_http_route_requires_iam_auth(sam: dict[str, Any], transformed: di
 
 
 def test_outputs(sam: dict[str, Any]) -> None:
-    assert set(sam["Outputs"]) == {"ApiUrl", "IntakeBucketName", "OutputBucketName", "TopicArn", "StateMachineArn",
-                                   "JobsTableName", "DashScopeSecretArn"}
+    assert set(sam["Outputs"]) == {
+        "ApiUrl",
+        "IntakeBucketName",
+        "OutputBucketName",
+        "TopicArn",
+        "StateMachineArn",
+        "JobsTableName",
+        "DashScopeSecretArn",
+    }
 
 
 # ------------------------------------------------------------------------------------------- state machine
@@ -350,8 +371,13 @@ def test_the_state_machine_is_the_documented_loop() -> None:
     assert check["Resource"] == "${StatusFunctionArn}"
     assert check["ResultPath"] == "$.poll"
     retried = {error for retrier in check["Retry"] for error in retrier["ErrorEquals"]}
-    assert {"Lambda.ServiceException", "Lambda.TooManyRequestsException", "Lambda.SdkClientException",
-            "States.Timeout", "TransientError"} <= retried
+    assert {
+        "Lambda.ServiceException",
+        "Lambda.TooManyRequestsException",
+        "Lambda.SdkClientException",
+        "States.Timeout",
+        "TransientError",
+    } <= retried
     assert check["Catch"] == [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "RecordFailure"}]
     choice = states[check["Next"]]
     assert {(c["Variable"], c["StringEquals"], c["Next"]) for c in choice["Choices"]} == {
@@ -375,11 +401,17 @@ def test_the_openapi_document_is_valid_and_matches_the_routes(sam: dict[str, Any
     spec, base_uri = read_from_filename(str(OPENAPI))
     validate_openapi(spec, base_uri=base_uri)  # also resolves the job schema in schemas/
     assert spec["openapi"].startswith("3.1")
-    documented = {(method.upper(), path) for path, item in spec["paths"].items() for method in item
-                  if method in {"get", "post", "put", "patch", "delete"}}
-    routes = {(event["Properties"]["Method"].upper(), event["Properties"]["Path"])
-              for event in sam["Resources"]["ApiFunction"]["Properties"]["Events"].values()
-              if event["Type"] == "HttpApi"}
+    documented = {
+        (method.upper(), path)
+        for path, item in spec["paths"].items()
+        for method in item
+        if method in {"get", "post", "put", "patch", "delete"}
+    }
+    routes = {
+        (event["Properties"]["Method"].upper(), event["Properties"]["Path"])
+        for event in sam["Resources"]["ApiFunction"]["Properties"]["Events"].values()
+        if event["Type"] == "HttpApi"
+    }
     assert documented == routes
     create = spec["paths"]["/v1/jobs"]["post"]["responses"]
     assert "Location" in create["202"]["headers"]
@@ -408,8 +440,10 @@ def test_the_event_schema_is_valid_and_the_sample_notification_matches() -> None
 
 
 def test_sample_api_events_cover_every_route(sam: dict[str, Any]) -> None:
-    routes = {f"{event['Properties']['Method'].upper()} {event['Properties']['Path']}"
-              for event in sam["Resources"]["ApiFunction"]["Properties"]["Events"].values()}
+    routes = {
+        f"{event['Properties']['Method'].upper()} {event['Properties']['Path']}"
+        for event in sam["Resources"]["ApiFunction"]["Properties"]["Events"].values()
+    }
     samples = [json.loads(path.read_text()) for path in sorted(EVENTS.glob("api-*.json"))]
     assert {sample["routeKey"] for sample in samples} == routes
     for sample in samples:

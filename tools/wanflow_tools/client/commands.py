@@ -20,11 +20,7 @@ from typing import Any, TextIO
 import httpx
 
 from wanflow_tools.client.api import DEFAULT_TIMEOUT_SECONDS, LOCAL_API_URL, ApiClient, auth_for, resolve_api_url
-from wanflow_tools.client.download import download_job_output, target_path
-from wanflow_tools.client.errors import ClientError, UsageError
-from wanflow_tools.client.exit_codes import ExitCode
-from wanflow_tools.client.progress import DEFAULT_INTERVAL_SECONDS, Clock, ProgressDisplay, wait_for_job
-from wanflow_tools.client.render import (
+from wanflow_tools.client.display import (
     TERMINAL_STATUSES,
     format_bytes,
     format_job,
@@ -32,6 +28,10 @@ from wanflow_tools.client.render import (
     print_error,
     print_json,
 )
+from wanflow_tools.client.download import download_job_output, target_path
+from wanflow_tools.client.errors import ClientError, UsageError
+from wanflow_tools.client.exit_codes import ExitCode
+from wanflow_tools.client.progress import DEFAULT_INTERVAL_SECONDS, Clock, ProgressDisplay, wait_for_job
 from wanflow_tools.client.request_body import build_job_body
 from wanflow_tools.client.sources import content_type_for, is_local_path, resolve_source
 

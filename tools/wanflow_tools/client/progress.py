@@ -15,8 +15,8 @@ from typing import Any, TextIO
 
 from wanflow.retry import retrying
 from wanflow_tools.client.api import ApiClient
+from wanflow_tools.client.display import TERMINAL_STATUSES, elapsed_seconds, format_duration
 from wanflow_tools.client.errors import ApiError, ClientError, DeadlineError, UnavailableError
-from wanflow_tools.client.render import TERMINAL_STATUSES, elapsed_seconds, format_duration
 
 DEFAULT_INTERVAL_SECONDS = 2.0
 # Consecutive transient failures (429, 5xx, connection trouble) tolerated while waiting before giving up.

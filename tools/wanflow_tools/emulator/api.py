@@ -142,7 +142,7 @@ class DashScopeApi:
         self.advance()
         tasks = [
             task
-            for task in self.store.list(self.clock())
+            for task in self.store.live(self.clock())
             if (start is None or task.submit_time >= start)
             and (end is None or task.submit_time <= end)
             and (model_name is None or model_name in (task.accepted.model, task.accepted.spec.name))

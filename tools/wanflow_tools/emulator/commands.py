@@ -119,7 +119,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"DashScope emulator ready: {base_url}  (accepting {keys}; Ctrl-C stops)", flush=True)
     print(f"  export DASHSCOPE_BASE_URL={base_url}", flush=True)
     try:
-        finished.wait()
+        # In slices, not one untimed wait: a signal taken by another thread (one just being created, as the
+        # server does per request) only flags it, and Python runs the handler when this thread next runs.
+        while not finished.wait(0.5):
+            pass
     except KeyboardInterrupt:
         pass
     finally:

@@ -8,8 +8,8 @@ import os
 import threading
 
 from wanflow_tools.emulator.config import Clock
-from wanflow_tools.emulator.render import Renderer, RenderJob, RenderResult, SizeRule
 from wanflow_tools.emulator.store import Task, TaskStore
+from wanflow_tools.emulator.video_render import Renderer, RenderJob, RenderResult, SizeRule
 
 logger = logging.getLogger(__name__)
 

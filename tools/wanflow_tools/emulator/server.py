@@ -50,9 +50,9 @@ from wanflow_tools.emulator.protocol import (
     new_request_id,
 )
 from wanflow_tools.emulator.ratelimit import SlidingWindowLimiter
-from wanflow_tools.emulator.render import Renderer
 from wanflow_tools.emulator.rules import output_size
 from wanflow_tools.emulator.store import TaskStore, Timings
+from wanflow_tools.emulator.video_render import Renderer
 
 logger = logging.getLogger("wanflow_tools.emulator")
 
@@ -276,13 +276,15 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length > 0 else b""
+        host, port = self.server.server_address[:2]
+        assert isinstance(host, str)  # a bound AF_INET address is (str, int); the stubs also allow bytes
         request = Request(
             method=self.command,
             path=url.path,
             query=dict(parse_qsl(url.query, keep_blank_values=True)),
             headers={name.lower(): value for name, value in self.headers.items()},
             body=body,
-            host=self.headers.get("Host") or f"{self.server.server_address[0]}:{self.server.server_address[1]}",
+            host=self.headers.get("Host") or f"{host}:{port}",
         )
         outcome = self.server.emulator.handle(request)
         logger.info("%s %s -> %s", request.method, request.path, _describe(outcome))

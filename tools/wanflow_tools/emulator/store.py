@@ -20,8 +20,8 @@ from typing import Any
 from wanflow.dashscope import TaskStatus  # the wire protocol's statuses, defined once
 from wanflow_tools.emulator.media import describe_source
 from wanflow_tools.emulator.protocol import INTERNAL_ERROR
-from wanflow_tools.emulator.render import RenderResult
 from wanflow_tools.emulator.rules import AcceptedTask
+from wanflow_tools.emulator.video_render import RenderResult
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ class TaskStore:
                 return None
             return copy.copy(task)
 
-    def list(self, now: float) -> list[Task]:
+    def live(self, now: float) -> list[Task]:
         """Copies of every live task, oldest first."""
         with self._lock:
             return [copy.copy(task) for task in self._tasks.values() if not self._expired(task, now)]

@@ -22,10 +22,10 @@ from types import FrameType
 from typing import Any, TextIO
 
 from wanflow_tools.client.api import ApiClient
+from wanflow_tools.client.display import format_duration
 from wanflow_tools.client.download import download_job_output
 from wanflow_tools.client.errors import ClientError
 from wanflow_tools.client.progress import ProgressDisplay, wait_for_job
-from wanflow_tools.client.render import format_duration
 from wanflow_tools.client.sources import resolve_source
 from wanflow_tools.local_mode.banner import EXAMPLE_MODEL, EXAMPLE_RESOLUTION, SAMPLE_IMAGE, SAMPLE_PROMPT
 from wanflow_tools.local_mode.runner import LocalMode, LocalModeOptions

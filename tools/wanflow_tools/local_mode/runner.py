@@ -18,7 +18,7 @@ import httpx
 
 if TYPE_CHECKING:
     from wanflow_tools.emulator import Emulator
-    from wanflow_tools.local import LocalStack, Notification
+    from wanflow_tools.moto_stack import MotoStack, Notification
 
 # The key the local stack stores in its DashScope secret when the emulator stands in for DashScope; the
 # emulator is started to accept exactly this key, as DashScope accepts only real ones.
@@ -71,7 +71,7 @@ class LocalMode:
         self.options = options
         self._on_notification = on_notification
         self.emulator: Emulator | None = None
-        self.stack: LocalStack | None = None
+        self.stack: MotoStack | None = None
         self.dashscope_base_url = ""
 
     def __enter__(self) -> Self:
@@ -86,7 +86,7 @@ class LocalMode:
     def start(self) -> None:
         # Imported here: both pull in moto, PyAV and numpy, which `wanflow --help` should not pay for.
         from wanflow_tools.emulator import Emulator, EmulatorConfig
-        from wanflow_tools.local import LocalStack
+        from wanflow_tools.moto_stack import MotoStack
 
         options = self.options
         try:
@@ -97,7 +97,7 @@ class LocalMode:
                 config = EmulatorConfig(host=options.host, port=0, api_key=api_key, **options.emulator_overrides)
                 self.emulator = Emulator(config)
                 self.dashscope_base_url = self.emulator.start()
-            self.stack = LocalStack(
+            self.stack = MotoStack(
                 state_dir=options.state_dir,
                 host=options.host,
                 aws_port=options.aws_port,

@@ -171,7 +171,10 @@ def run_local(
             stdout.flush()
             if on_ready is not None:
                 on_ready(mode)
-            stop.wait()
+            # In slices, not one untimed wait: a signal taken by another thread (one just being created, as the
+            # servers do per request) only flags it, and Python runs the handler when this thread next runs.
+            while not stop.wait(0.5):
+                pass
             sys.stderr.write("stopping...\n")
         except TimeoutError as error:
             sys.stderr.write(f"error: {error}\n")

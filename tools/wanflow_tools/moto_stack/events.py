@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from wanflow_tools.local.lambdas import InvocationResult, LambdaRuntime
+from wanflow_tools.moto_stack.lambdas import InvocationResult, LambdaRuntime
 
 log = logging.getLogger(__name__)
 

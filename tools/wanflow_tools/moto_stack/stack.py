@@ -1,7 +1,7 @@
 """The whole wanflow stack on loopback: a moto server built from template.yaml, handlers run in-process.
 
-    with LocalStack(state_dir=tmp, dashscope_base_url="http://127.0.0.1:8080/api/v1",
-                    dashscope_api_key="sk-local", api_port=8000) as stack:
+    with MotoStack(state_dir=tmp, dashscope_base_url="http://127.0.0.1:8080/api/v1",
+                   dashscope_api_key="sk-local", api_port=8000) as stack:
         stack.api_url, stack.aws_endpoint, stack.resources["IntakeBucket"], stack.notifications()
 
 What it does, in order:
@@ -9,7 +9,7 @@ What it does, in order:
 1. starts moto's server in this process (`ThreadedMotoServer`) and switches on Step Functions
    execution (moto's ASL interpreter), through the server's `/moto-api/config` endpoint;
 2. patches moto's Lambda service so that invocations run the template's handlers in this process
-   (`wanflow_tools.local.lambdas`), and moto's S3 events so that they carry `versionId` and `sequencer`
+   (`wanflow_tools.moto_stack.lambdas`), and moto's S3 events so that they carry `versionId` and `sequencer`
    as S3's do;
 3. creates every resource of template.yaml, read from the template itself: queues (with redrive),
    topic, table (GSIs, TTL), the DashScope secret, buckets (versioning, S3 -> SQS notification),
@@ -21,7 +21,7 @@ What it does, in order:
    (when api_port is not None); the sweeper schedule runs on demand (`run_sweeper`) or periodically
    (`start_schedules`).
 
-Since the environment, the moto backends and the patches are process-wide, one LocalStack runs per
+Since the environment, the moto backends and the patches are process-wide, one MotoStack runs per
 process at a time. `stop()` undoes everything, in reverse.
 """
 
@@ -48,11 +48,11 @@ import httpx
 from botocore.config import Config
 
 from wanflow import redaction
-from wanflow_tools.local.apigw import LocalHttpApi
-from wanflow_tools.local.events import Schedule, SqsEventSource
-from wanflow_tools.local.lambdas import Handler, InvocationResult, LambdaRuntime, LocalFunction, MotoLambdaPatch
-from wanflow_tools.local.notifications import Notification, NotificationSink
-from wanflow_tools.local.template import DEFAULT_TEMPLATE, FunctionSpec, SamTemplate, TemplateError
+from wanflow_tools.moto_stack.apigw import LocalHttpApi
+from wanflow_tools.moto_stack.events import Schedule, SqsEventSource
+from wanflow_tools.moto_stack.lambdas import Handler, InvocationResult, LambdaRuntime, LocalFunction, MotoLambdaPatch
+from wanflow_tools.moto_stack.notifications import Notification, NotificationSink
+from wanflow_tools.moto_stack.template import DEFAULT_TEMPLATE, FunctionSpec, SamTemplate, TemplateError
 
 log = logging.getLogger(__name__)
 
@@ -70,16 +70,16 @@ NOT_EMULATED = {
     "AWS::SNS::Subscription": "e-mail delivery does not exist offline; the notification sink subscribes instead",
     "AWS::IAM::Role": "moto does not enforce IAM; functions share one local role",
     "AWS::Serverless::LayerVersion": "the layer package is imported from the repository",
-    "AWS::Serverless::HttpApi": "served by wanflow_tools.local.apigw",
+    "AWS::Serverless::HttpApi": "served by wanflow_tools.moto_stack.apigw",
 }
 # Logical-id suffixes dropped from readable local names: IntakeBucket -> wanflow-local-intake.
 _NAME_SUFFIXES = ("Bucket", "Table", "Function")
 
 _active_lock = threading.Lock()
-_active: LocalStack | None = None
+_active: MotoStack | None = None
 
 
-class LocalStack:
+class MotoStack:
     def __init__(
         self,
         *,
@@ -142,18 +142,18 @@ class LocalStack:
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
-    def __enter__(self) -> LocalStack:
+    def __enter__(self) -> MotoStack:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
-    def start(self) -> LocalStack:
+    def start(self) -> MotoStack:
         global _active
         with _active_lock:
             if _active is not None:
                 raise RuntimeError(
-                    "a LocalStack is already running in this process (the environment, "
+                    "a MotoStack is already running in this process (the environment, "
                     "moto's backends and the Lambda patch are process-wide)"
                 )
             _active = self
@@ -303,21 +303,22 @@ class LocalStack:
 
     def boto3_client(self, service: str, **kwargs: Any) -> Any:
         """A boto3 client for the local endpoint with the local credentials and region."""
-        options = {
+        options: dict[str, Any] = {
             "endpoint_url": self.aws_endpoint,
             "region_name": REGION,
             **CREDENTIALS,
             "config": Config(retries={"max_attempts": 3, "mode": "standard"}),
         }
         options.update(kwargs)
-        return boto3.client(service, **options)
+        # boto3-stubs type client() for literal service names only; this helper takes any name.
+        return boto3.client(service, **options)  # type: ignore[call-overload]
 
     def invoke(self, name_or_logical_id: str, event: Any) -> InvocationResult:
         """Invoke a function in-process, as a synchronous Lambda invoke would."""
         return self.lambdas.invoke(name_or_logical_id, event)
 
     def notifications(self) -> list[Notification]:
-        """Every notification received so far (see wanflow_tools.local.notifications for the shape)."""
+        """Every notification received so far (see wanflow_tools.moto_stack.notifications for the shape)."""
         return self._sink.notifications() if self._sink is not None else []
 
     def wait_for_notifications(self, count: int, timeout: float) -> list[Notification]:
@@ -405,7 +406,7 @@ class LocalStack:
         if unknown:
             raise TemplateError(
                 f"the local stack cannot create {sorted(unknown)}: emulate them in "
-                f"wanflow_tools/local/stack.py or list them in NOT_EMULATED"
+                f"wanflow_tools/moto_stack/stack.py or list them in NOT_EMULATED"
             )
         for logical_id, resource in template.resources.items():
             if resource["Type"] == "AWS::Serverless::LayerVersion":
@@ -747,7 +748,7 @@ class LocalStack:
                     stateMachineArn=machine["stateMachineArn"],
                     statusFilter="RUNNING",
                 ):
-                    sfn.stop_execution(executionArn=execution["executionArn"], error="LocalStackStopped")
+                    sfn.stop_execution(executionArn=execution["executionArn"], error="MotoStackStopped")
         except Exception:
             log.exception("stopping running executions failed")
 

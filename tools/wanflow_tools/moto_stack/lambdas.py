@@ -6,8 +6,8 @@ context. The same code path serves three callers:
 
 * moto's Lambda service, patched here, so that Step Functions Task states executed by moto's ASL
   interpreter run the real handlers (`install_moto_patch`);
-* the SQS and scheduler event-source emulation (`wanflow_tools.local.events`);
-* the HTTP API emulation (`wanflow_tools.local.apigw`).
+* the SQS and scheduler event-source emulation (`wanflow_tools.moto_stack.events`);
+* the HTTP API emulation (`wanflow_tools.moto_stack.apigw`).
 
 Errors are reported the Lambda way: a payload `{"errorType", "errorMessage", "requestId", "stackTrace"}`
 with FunctionError "Unhandled", so that ASL Retry/Catch match on the exception class name
@@ -249,9 +249,10 @@ class MotoLambdaPatch:
                 response_headers["x-amz-function-error"] = "Unhandled"
             return response
 
-        self._originals = {"_invoke_lambda": LambdaFunction._invoke_lambda, "invoke": original_invoke}
-        LambdaFunction._invoke_lambda = _invoke_lambda
-        LambdaFunction.invoke = invoke
+        replacements = {"_invoke_lambda": _invoke_lambda, "invoke": invoke}
+        self._originals = {name: getattr(LambdaFunction, name) for name in replacements}
+        for name, replacement in replacements.items():
+            setattr(LambdaFunction, name, replacement)
 
     def uninstall(self) -> None:
         from moto.awslambda.models import LambdaFunction

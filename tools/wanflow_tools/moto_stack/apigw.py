@@ -24,8 +24,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from wanflow_tools.local.lambdas import InvocationResult
-from wanflow_tools.local.template import HttpRoute
+from wanflow_tools.moto_stack.lambdas import InvocationResult
+from wanflow_tools.moto_stack.template import HttpRoute
 
 log = logging.getLogger(__name__)
 
@@ -230,6 +230,7 @@ class LocalHttpApi:
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
+        assert isinstance(host, str)  # a bound AF_INET address is (str, int); the stubs also allow bytes
         return f"http://{host}:{port}"
 
     def start(self) -> None:
