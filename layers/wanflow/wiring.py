@@ -68,7 +68,7 @@ def cursor_key_from_secret(settings: Settings) -> bytes:
         raise WanflowError(
             "WANFLOW_CURSOR_SECRET_ARN is not set; list cursors cannot be signed", code="ConfigurationError"
         )
-    secret = get_secret(settings.cursor_secret_arn, max_age=300)
+    secret: Any = get_secret(settings.cursor_secret_arn, max_age=300)  # bytes for a SecretBinary
     value = secret if isinstance(secret, bytes) else str(secret).encode()
     return hashlib.sha256(b"wanflow-cursor\x00" + value).digest()
 
