@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -534,3 +535,82 @@ def test_handler_errors_and_unserialisable_results_look_like_lambdas(stack: Moto
     response = stack.boto3_client("lambda").invoke(FunctionName="wanflow-local-sweeper", Payload=b"{}")
     assert response["FunctionError"] == "Unhandled"
     assert json.loads(response["Payload"].read())["errorType"] == "TransientError"
+
+
+# ------------------------------------------------------------------------------------------- malformed HTTP
+
+
+def raw_exchange(url: str, request: bytes, timeout: float = 10.0) -> tuple[int, bytes]:
+    """Send raw bytes to the local HTTP API; the status and body of its answer (never a hang: a deadline)."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=timeout) as connection:
+        connection.sendall(request)
+        received = b""
+        while b"\r\n\r\n" not in received:
+            chunk = connection.recv(65536)
+            assert chunk, f"the connection closed without an answer: {received!r}"
+            received += chunk
+        head, _, body = received.partition(b"\r\n\r\n")
+        lengths = [line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")]
+        while len(body) < int(lengths[0]):
+            chunk = connection.recv(65536)
+            assert chunk, "the answer was cut short"
+            body += chunk
+    return int(head.split(b" ", 2)[1]), body
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", 400),
+        (b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Length: ten\r\n\r\n", 400),
+        (b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}", 400),
+        (b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n", 413),
+        (b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
+        (b"BREW /v1/jobs HTTP/1.1\r\nHost: x\r\n\r\n", 405),
+        (b"TRACE /v1/jobs HTTP/1.1\r\nHost: x\r\n\r\n", 405),
+        (b"GARBAGE\r\n\r\n", 400),
+        (b"GET /v1/jobs HTTP/9.9\r\nHost: x\r\n\r\n", 505),
+        (b"GET /v1/jobs HTTP/1.1\r\nHost: x\r\nX-Wanflow-Principal: bad name!\r\n\r\n", 400),
+    ],
+)
+def test_malformed_http_gets_a_json_answer_and_no_function_call(
+    stack: MotoStack, handlers: Handlers, request_bytes: bytes, status: int
+) -> None:
+    calls_before = len(handlers.calls.of("ApiFunction"))
+    answered, body = raw_exchange(stack.api_url, request_bytes)
+    assert answered == status and isinstance(json.loads(body).get("message"), str)
+    assert len(handlers.calls.of("ApiFunction")) == calls_before
+
+
+def test_chunked_bodies_arrive_whole(stack: MotoStack, handlers: Handlers) -> None:
+    handlers.behaviour["ApiFunction"] = lambda event, context: {"statusCode": 200, "body": event.get("body")}
+    request = (
+        b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b'5\r\n{"a":\r\n3\r\n 1}\r\n0\r\n\r\n'
+    )
+    assert raw_exchange(stack.api_url, request) == (200, b'{"a": 1}')
+
+
+def test_a_body_no_lambda_can_receive_gets_the_documented_413(stack: MotoStack, handlers: Handlers) -> None:
+    calls_before = len(handlers.calls.of("ApiFunction"))
+    response = httpx.post(
+        f"{stack.api_url}/v1/jobs",
+        content=b"x" * (7 * 1024 * 1024),
+        headers={"content-type": "application/json"},
+        timeout=TIMEOUT,
+    )
+    assert response.status_code == 413 and response.json()["code"] == "PayloadTooLarge"
+    assert "/v1/uploads" in response.json()["message"]
+    assert len(handlers.calls.of("ApiFunction")) == calls_before
+
+
+def test_a_principal_header_names_another_local_caller(stack: MotoStack, handlers: Handlers) -> None:
+    handlers.behaviour["ApiFunction"] = lambda event, context: {"statusCode": 200, "body": "{}"}
+    httpx.get(f"{stack.api_url}/v1/jobs", headers={"X-Wanflow-Principal": "bob"}, timeout=TIMEOUT)
+    iam = handlers.calls.of("ApiFunction")[-1]["requestContext"]["authorizer"]["iam"]
+    assert (iam["userId"], iam["userArn"]) == ("bob", "arn:aws:iam::123456789012:user/bob")
+    httpx.get(f"{stack.api_url}/v1/jobs", timeout=TIMEOUT)
+    assert handlers.calls.of("ApiFunction")[-1]["requestContext"]["authorizer"]["iam"]["userId"] == (
+        "AIDALOCALWANFLOW0000"  # the implicit caller: the same principal local S3 uploads are made by
+    )

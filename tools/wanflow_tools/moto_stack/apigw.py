@@ -5,7 +5,14 @@ Routes come from the template's HttpApi events. Each request becomes the event A
 and the function's answer is turned back into an HTTP response by the same rules: a dict with
 `statusCode` is used as is; any other JSON value is a 200 application/json body. Unknown routes get
 API Gateway's 404 `{"message":"Not Found"}`; function errors its 500 `{"message":"Internal Server Error"}`.
-Local mode has no auth: requests carry a fixed local IAM principal in `requestContext.authorizer.iam`.
+
+Local mode has no auth: requests carry one implicit local IAM principal in `requestContext.authorizer.iam` (the
+same principal the local S3 events name as uploader), unless the header `X-Wanflow-Principal` names another, so
+that caller isolation can be tried offline.
+
+Malformed HTTP gets a JSON answer and never a hang: a bad or negative Content-Length is a 400, a body over the
+limit a 413 (read no further), an unknown method a 405, and a body that no Lambda could receive (over 6 MB) is
+answered with wanflow's own 413 instead of API Gateway's bare 500, so that the documented limit holds at the edge.
 """
 
 from __future__ import annotations
@@ -20,10 +27,12 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from email.utils import formatdate
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from wanflow_tools.moto_stack.lambdas import MAX_PAYLOAD_BYTES as LAMBDA_MAX_PAYLOAD_BYTES
 from wanflow_tools.moto_stack.lambdas import InvocationResult
 from wanflow_tools.moto_stack.template import HttpRoute
 
@@ -31,6 +40,10 @@ log = logging.getLogger(__name__)
 
 # API Gateway HTTP API quota: request payload at most 10 MB.
 MAX_REQUEST_BYTES = 10 * 1024 * 1024
+# Methods API Gateway routes; anything else is answered 405 without looking for a route.
+HTTP_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+PRINCIPAL_HEADER = "x-wanflow-principal"
+_PRINCIPAL_NAME = re.compile(r"^[A-Za-z0-9_+=,.@-]{1,64}$")
 LOCAL_ACCOUNT_ID = "123456789012"
 LOCAL_PRINCIPAL = {
     "accessKey": "AKIALOCALWANFLOW0000",
@@ -41,6 +54,9 @@ LOCAL_PRINCIPAL = {
     "userArn": f"arn:aws:iam::{LOCAL_ACCOUNT_ID}:user/wanflow-local",
     "userId": "AIDALOCALWANFLOW0000",
 }
+# Room for the rest of the event around the body (headers, request context); a body that fills the Lambda payload
+# alone cannot be delivered.
+EVENT_OVERHEAD_BYTES = 64 * 1024
 # Content types API Gateway passes as text; every other body arrives base64-encoded.
 _TEXT_TYPES = re.compile(r"^(text/.*|application/(json|xml|javascript|.*\+json|.*\+xml))$")
 
@@ -135,7 +151,7 @@ def build_event(
     event["requestContext"] = {
         "accountId": LOCAL_ACCOUNT_ID,
         "apiId": "local",
-        "authorizer": {"iam": dict(LOCAL_PRINCIPAL)},
+        "authorizer": {"iam": local_principal(joined.get(PRINCIPAL_HEADER))},
         "domainName": domain,
         "domainPrefix": domain.split(".")[0].split(":")[0],
         "http": {
@@ -166,6 +182,27 @@ def build_event(
     else:
         event["isBase64Encoded"] = False
     return event
+
+
+def local_principal(name: str | None) -> dict[str, Any]:
+    """The IAM context of the implicit local caller, or of the IAM user `name` (header X-Wanflow-Principal)."""
+    if not name:
+        return dict(LOCAL_PRINCIPAL)
+    return {
+        **LOCAL_PRINCIPAL,
+        "callerId": name,
+        "userId": name,
+        "userArn": f"arn:aws:iam::{LOCAL_ACCOUNT_ID}:user/{name}",
+    }
+
+
+class BadRequest(Exception):
+    """The request cannot be parsed: answered with `status` and a JSON message, then the connection closes."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
 
 
 @dataclass
@@ -251,10 +288,28 @@ class LocalHttpApi:
         split = urlsplit(target)
         raw_path = split.path or "/"
         match = self._router.match(method, raw_path)
-        if match is None:
+        principal = next((value for name, value in headers if name.lower() == PRINCIPAL_HEADER), None)
+        if method not in HTTP_METHODS:
+            response = _json_response(405, {"message": "Method Not Allowed"})
+        elif match is None:
             response = _json_response(404, {"message": "Not Found"})
         elif len(body) > MAX_REQUEST_BYTES:
             response = _json_response(413, {"message": "Request Entity Too Large"})
+        elif principal is not None and not _PRINCIPAL_NAME.match(principal):
+            response = _json_response(400, {"message": "X-Wanflow-Principal must be 1-64 of A-Z a-z 0-9 _+=,.@-"})
+        elif len(body) > LAMBDA_MAX_PAYLOAD_BYTES - EVENT_OVERHEAD_BYTES:
+            # Deployed, Lambda refuses such an event and API Gateway answers a bare 500; locally the documented
+            # limit holds: wanflow's own 413, in its error shape.
+            response = _json_response(
+                413,
+                {
+                    "code": "PayloadTooLarge",
+                    "message": "the request body is larger than the API accepts; upload the image with "
+                    "POST /v1/uploads and pass its s3:// URI as img_url",
+                    "errors": [],
+                    "request_id": request_id,
+                },
+            )
         else:
             event = build_event(
                 method=method,
@@ -282,8 +337,12 @@ class LocalHttpApi:
             server_version = "wanflow-local"
 
             def _serve(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
+                try:
+                    body = self._read_body()
+                except BadRequest as refused:
+                    self.close_connection = True  # what is left of the body cannot be told from a next request
+                    self._reply(_json_response(refused.status, {"message": refused.message}))
+                    return
                 response = api.handle(
                     method=self.command,
                     target=self.path,
@@ -292,6 +351,56 @@ class LocalHttpApi:
                     source_ip=self.client_address[0],
                     host=self.headers.get("Host", ""),
                 )
+                self._reply(response)
+
+            def _read_body(self) -> bytes:
+                lengths = self.headers.get_all("Content-Length") or []
+                chunked = "chunked" in (self.headers.get("Transfer-Encoding") or "").lower()
+                if chunked and lengths:
+                    raise BadRequest(400, "Bad Request: both Content-Length and Transfer-Encoding")
+                if chunked:
+                    return self._read_chunked()
+                if not lengths:
+                    return b""  # HTTP/1.1: no length and no chunking means no body (curl -X POST sends none)
+                if len(set(lengths)) > 1 or not lengths[0].strip().isdigit():
+                    raise BadRequest(400, "Bad Request: Content-Length must be one non-negative whole number")
+                length = int(lengths[0])
+                if length > MAX_REQUEST_BYTES:
+                    raise BadRequest(413, "Request Entity Too Large")
+                return self.rfile.read(length) if length else b""
+
+            def _read_chunked(self) -> bytes:
+                body = bytearray()
+                while True:
+                    size_line = self.rfile.readline(1024).split(b";", 1)[0].strip()
+                    try:
+                        size = int(size_line, 16)
+                    except ValueError:
+                        raise BadRequest(400, "Bad Request: malformed chunk") from None
+                    if size < 0 or len(body) + size > MAX_REQUEST_BYTES:
+                        raise BadRequest(413, "Request Entity Too Large")
+                    if size == 0:
+                        while self.rfile.readline(1024).strip():  # trailers
+                            pass
+                        return bytes(body)
+                    body += self.rfile.read(size)
+                    self.rfile.readline(1024)
+
+            def __getattr__(self, name: str) -> Any:
+                # BaseHTTPRequestHandler answers a method it has no do_<METHOD> for with 501 HTML; route every
+                # method through _serve, which answers 405 JSON for the ones API Gateway does not know.
+                if name.startswith("do_"):
+                    return self._serve
+                raise AttributeError(name)
+
+            def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+                # Malformed request lines and headers: JSON like every other answer, then close. A request line
+                # that did not parse leaves the version at HTTP/0.9, which would suppress the status line.
+                self.close_connection = True
+                self.request_version = "HTTP/1.1"
+                self._reply(_json_response(code, {"message": message or HTTPStatus(code).phrase}))
+
+            def _reply(self, response: HttpResponse) -> None:
                 self.send_response(response.status)
                 names = {name.lower() for name, _ in response.headers}
                 for name, value in response.headers:
@@ -299,6 +408,8 @@ class LocalHttpApi:
                         self.send_header(name, value)
                 if "date" not in names:
                     self.send_header("date", formatdate(usegmt=True))
+                if self.close_connection:
+                    self.send_header("connection", "close")
                 self.send_header("content-length", str(len(response.body)))
                 try:
                     self.end_headers()
@@ -307,8 +418,6 @@ class LocalHttpApi:
                 except (BrokenPipeError, ConnectionResetError):
                     # The client hung up before its reply (e.g. Ctrl-C); API Gateway would drop it silently too.
                     self.close_connection = True
-
-            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _serve
 
             def send_response(self, code: int, message: str | None = None) -> None:
                 # BaseHTTPRequestHandler adds its own Server/Date headers; keep only ours.
