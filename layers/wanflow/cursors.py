@@ -27,7 +27,8 @@ def sign(key: bytes, scope: str, last_key: dict[str, Any]) -> str:
 def verify(key: bytes, scope: str, cursor: str) -> dict[str, Any]:
     """The last key a cursor carries, if this deployment signed it for this scope; InvalidRequest otherwise."""
     payload, _, signature = cursor.partition(".")
-    if len(cursor) > MAX_CURSOR_CHARS or not hmac.compare_digest(signature, _signature(key, payload)):
+    expected = _signature(key, payload).encode()
+    if len(cursor) > MAX_CURSOR_CHARS or not hmac.compare_digest(signature.encode(errors="replace"), expected):
         raise _invalid()
     try:
         document = json.loads(base64.urlsafe_b64decode(payload.encode() + b"=" * (-len(payload) % 4)))

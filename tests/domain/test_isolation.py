@@ -61,6 +61,7 @@ def test_cursors_page_through_and_cannot_be_replayed_forged_or_reused_elsewhere(
         (payload[:-2] + "." + signature, ALICE, None),  # tampered
         ("e30=", ALICE, None),  # decodes, but was never handed out
         ("x" * 5000, ALICE, None),
+        (".\u00d6\U000f3082\u00a70", ALICE, None),  # not ASCII at all
     ]:
         with pytest.raises(InvalidRequest) as refused:
             list_jobs(world.deps, who, status=status, limit=2, cursor=bad)

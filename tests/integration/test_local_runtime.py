@@ -459,9 +459,12 @@ def test_path_parameters_binary_bodies_and_api_gateway_defaults(stack: MotoStack
     assert binary["body"] == "AAE="
 
     calls_before = len(handlers.calls.of("ApiFunction"))
-    for method, path in (("GET", "/v1/nothing"), ("DELETE", "/v1/jobs/j1"), ("GET", "/v1/jobs/j1/cancel")):
+    response = httpx.get(f"{stack.api_url}/v1/nothing", timeout=TIMEOUT)
+    assert (response.status_code, response.json()) == (404, {"message": "Not Found"})
+    for method, path, allowed in (("DELETE", "/v1/jobs/j1", "GET"), ("GET", "/v1/jobs/j1/cancel", "POST")):
         response = httpx.request(method, f"{stack.api_url}{path}", timeout=TIMEOUT)
-        assert (response.status_code, response.json()) == (404, {"message": "Not Found"})
+        assert (response.status_code, response.json()) == (405, {"message": "Method Not Allowed"})
+        assert response.headers["allow"] == allowed
     assert len(handlers.calls.of("ApiFunction")) == calls_before
 
     def crash(event: Any, context: Any) -> Any:
@@ -569,6 +572,7 @@ def raw_exchange(url: str, request: bytes, timeout: float = 10.0) -> tuple[int, 
         (b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
         (b"BREW /v1/jobs HTTP/1.1\r\nHost: x\r\n\r\n", 405),
         (b"TRACE /v1/jobs HTTP/1.1\r\nHost: x\r\n\r\n", 405),
+        (b"TRACE /v1/nothing HTTP/1.1\r\nHost: x\r\n\r\n", 404),
         (b"GARBAGE\r\n\r\n", 400),
         (b"GET /v1/jobs HTTP/9.9\r\nHost: x\r\n\r\n", 505),
         (b"GET /v1/jobs HTTP/1.1\r\nHost: x\r\nX-Wanflow-Principal: bad name!\r\n\r\n", 400),
@@ -614,3 +618,8 @@ def test_a_principal_header_names_another_local_caller(stack: MotoStack, handler
     assert handlers.calls.of("ApiFunction")[-1]["requestContext"]["authorizer"]["iam"]["userId"] == (
         "AIDALOCALWANFLOW0000"  # the implicit caller: the same principal local S3 uploads are made by
     )
+
+
+def test_a_405_names_the_methods_routed_at_the_path(stack: MotoStack) -> None:
+    response = httpx.request("TRACE", f"{stack.api_url}/v1/jobs", timeout=TIMEOUT)
+    assert response.status_code == 405 and response.headers["allow"] == "GET, POST"

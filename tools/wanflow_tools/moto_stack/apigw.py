@@ -78,6 +78,10 @@ class Router:
         compiled.sort(key=lambda item: (item[0].path.count("+}"), item[0].path.count("{"), -len(item[0].path)))
         self._routes = compiled
 
+    def methods_at(self, path: str) -> list[str]:
+        """The methods routed at `path` (for a 405's Allow header)."""
+        return sorted({route.method for route, pattern in self._routes if pattern.fullmatch(path)})
+
     def match(self, method: str, path: str) -> RouteMatch | None:
         for route, pattern in self._routes:
             if route.method not in (method, "ANY"):
@@ -289,8 +293,10 @@ class LocalHttpApi:
         raw_path = split.path or "/"
         match = self._router.match(method, raw_path)
         principal = next((value for name, value in headers if name.lower() == PRINCIPAL_HEADER), None)
-        if method not in HTTP_METHODS:
+        allowed = self._router.methods_at(raw_path)
+        if match is None and allowed:  # the path exists, with other methods
             response = _json_response(405, {"message": "Method Not Allowed"})
+            response.headers.append(("allow", ", ".join(allowed)))
         elif match is None:
             response = _json_response(404, {"message": "Not Found"})
         elif len(body) > MAX_REQUEST_BYTES:
