@@ -4,9 +4,17 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# checkov pins boto3 and others below requirements.lock, so it gets a virtualenv of its own (inside .venv/, which
+# git ignores and `make clean` removes), pinned by requirements-checkov.lock.
+CHECKOV_VENV := $(VENV)/checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 
 .DEFAULT_GOAL := help
+<<<<<<< HEAD
 .PHONY: help venv test test-fast lint typecheck demo local emulator build lock bench clean
+=======
+.PHONY: help venv test lint checkov demo local emulator build lock bench clean
+>>>>>>> checkov
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -20,17 +28,34 @@ $(STAMP): requirements.lock pyproject.toml
 
 venv: $(STAMP) ## Create .venv/ from the lock file (the wanflow command is then .venv/bin/wanflow)
 
+<<<<<<< HEAD
 test: lint typecheck ## Run lint, the type check and the whole test suite with coverage, offline
 	$(BIN)/pytest --cov=wanflow --cov=wanflow_tools --cov=functions --cov-report=term
 
 test-fast: $(STAMP) ## Run the tests not marked slow, without coverage (seconds, not minutes)
 	$(BIN)/pytest -q -m "not slow" -p no:cacheprovider
+=======
+$(CHECKOV_STAMP): requirements-checkov.lock $(STAMP)
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(BIN)/uv pip sync --quiet --python $(CHECKOV_VENV)/bin/python requirements-checkov.lock
+	@touch $(CHECKOV_STAMP)
+
+# tests/unit/test_checkov.py runs the same scan and names every failed check.
+test: $(STAMP) $(CHECKOV_STAMP) ## Run lint and the whole test suite (checkov on template.yaml included), offline
+	$(BIN)/ruff check .
+	$(BIN)/pytest
+>>>>>>> checkov
 
 lint: $(STAMP) ## ruff check
 	$(BIN)/ruff check .
 
+<<<<<<< HEAD
 typecheck: $(STAMP) ## mypy over layers/wanflow, functions and tools/wanflow_tools (settings in pyproject.toml)
 	$(BIN)/mypy
+=======
+checkov: $(CHECKOV_STAMP) ## Scan template.yaml with checkov (skips, with reasons, are in the resources' Metadata)
+	$(CHECKOV_VENV)/bin/checkov --file template.yaml --framework cloudformation --skip-download --compact
+>>>>>>> checkov
 
 demo: $(STAMP) ## Run one sample image through the whole pipeline offline; the MP4 lands in out/
 	$(BIN)/wanflow demo
@@ -47,8 +72,9 @@ build: ## sam build without a container (SAM CLI goes to .venv-sam/ on first use
 bench: $(STAMP) ## Run the benchmarks in bench/ and print their numbers
 	$(BIN)/python -m bench
 
-lock: ## Re-resolve requirements.lock and layers/requirements.txt (needs the registry)
+lock: ## Re-resolve requirements.lock, requirements-checkov.lock and layers/requirements.txt (needs the registry)
 	$(BIN)/uv pip compile --universal --python-version 3.11 --extra dev pyproject.toml -o requirements.lock
+	$(BIN)/uv pip compile --universal --python-version 3.11 requirements-checkov.in -o requirements-checkov.lock
 	$(BIN)/uv pip compile --python-version 3.13 --python-platform aarch64-manylinux2014 \
 		layers/requirements.in -c requirements.lock -o layers/requirements.txt
 

@@ -49,6 +49,16 @@ STAR_RESOURCE_ACTIONS = {
     "xray:GetSamplingStatisticSummaries",
 }
 ALLOWED_MANAGED_POLICIES = {"AWSLambdaBasicExecutionRole", "AWSXrayWriteOnlyAccess"}
+KEY_ARN = "arn:aws:kms:ap-southeast-1:123456789012:key/0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0"
+KMS_ACTIONS = {"kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"}
+# What each function may reserve (ReserveConcurrency "true"); the intake reserves IntakeMaxConcurrency.
+RESERVED_CONCURRENCY = {
+    "ApiFunction": 50,
+    "StatusFunction": 20,
+    "FinalizeFunction": 20,
+    "RecordFailureFunction": 10,
+    "SweeperFunction": 1,
+}
 
 
 # ------------------------------------------------------------------------------------------- fixtures
@@ -74,6 +84,71 @@ def transformed(sam: dict[str, Any]) -> dict[str, Any]:
     # A region for the translator's pseudo parameters; no AWS call is made.
     translator = Translator({}, Parser(), boto_session=boto3.session.Session(region_name="ap-southeast-1"))
     return translator.translate(template, parameter_values={}, get_managed_policy_map=dict)
+
+
+_NO_VALUE = object()
+
+
+def deployed(template: dict[str, Any], **parameters: str) -> dict[str, Any]:
+    """The template as CloudFormation would create it with these parameters (defaults otherwise): resources whose
+    Condition is false dropped, every Fn::If chosen, AWS::NoValue removed. Other intrinsics stay as they are."""
+    values = {name: str(parameter.get("Default", "")) for name, parameter in template["Parameters"].items()}
+    values.update(parameters)
+    conditions: dict[str, bool] = {}
+
+    def evaluate(expression: Any) -> Any:
+        if not isinstance(expression, dict):
+            return expression
+        if len(expression) == 1:
+            ((function, argument),) = expression.items()
+            if function == "Ref" and argument in values:
+                return values[argument]
+            if function == "Condition":
+                return conditions[argument]
+            if function == "Fn::Equals":
+                return str(evaluate(argument[0])) == str(evaluate(argument[1]))
+            if function == "Fn::Not":
+                return not evaluate(argument[0])
+            if function == "Fn::And":
+                return all(evaluate(item) for item in argument)
+            if function == "Fn::Or":
+                return any(evaluate(item) for item in argument)
+        raise AssertionError(f"cannot evaluate {expression}")
+
+    for name, expression in template.get("Conditions", {}).items():
+        conditions[name] = evaluate(expression)
+
+    def resolve(value: Any) -> Any:
+        if isinstance(value, list):
+            return [item for item in map(resolve, value) if item is not _NO_VALUE]
+        if not isinstance(value, dict):
+            return value
+        if value == {"Ref": "AWS::NoValue"}:
+            return _NO_VALUE
+        if list(value) == ["Fn::If"]:
+            name, when_true, when_false = value["Fn::If"]
+            return resolve(when_true if conditions[name] else when_false)
+        resolved = {key: resolve(item) for key, item in value.items()}
+        return {key: item for key, item in resolved.items() if item is not _NO_VALUE}
+
+    return {
+        **template,
+        "Resources": {
+            logical_id: resolve(resource)
+            for logical_id, resource in template["Resources"].items()
+            if conditions.get(resource.get("Condition", ""), True)
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def with_defaults(transformed: dict[str, Any]) -> dict[str, Any]:
+    return deployed(transformed)
+
+
+@pytest.fixture(scope="module")
+def with_key(transformed: dict[str, Any]) -> dict[str, Any]:
+    return deployed(transformed, KmsKeyArn=KEY_ARN)
 
 
 def resources_of_type(template: dict[str, Any], resource_type: str) -> dict[str, dict[str, Any]]:
@@ -184,12 +259,14 @@ def test_intake_queue_and_event_source(sam: dict[str, Any]) -> None:
     assert sweeper_event["Properties"]["ScheduleExpression"] == "rate(5 minutes)"
 
 
-def test_buckets_are_private_encrypted_versioned_and_tls_only(transformed: dict[str, Any]) -> None:
-    buckets = resources_of_type(transformed, "AWS::S3::Bucket")
+@pytest.mark.parametrize("key", ["", KEY_ARN], ids=["aws-managed-keys", "customer-managed-key"])
+def test_buckets_are_private_encrypted_versioned_and_tls_only(transformed: dict[str, Any], key: str) -> None:
+    template = deployed(transformed, KmsKeyArn=key)
+    buckets = resources_of_type(template, "AWS::S3::Bucket")
     assert set(buckets) == {"IntakeBucket", "OutputBucket"}
     policies = {
         properties["Bucket"]["Ref"]: properties["PolicyDocument"]
-        for properties in resources_of_type(transformed, "AWS::S3::BucketPolicy").values()
+        for properties in resources_of_type(template, "AWS::S3::BucketPolicy").values()
     }
     for logical_id, properties in buckets.items():
         assert properties["PublicAccessBlockConfiguration"] == {
@@ -198,8 +275,11 @@ def test_buckets_are_private_encrypted_versioned_and_tls_only(transformed: dict[
             "IgnorePublicAcls": True,
             "RestrictPublicBuckets": True,
         }, logical_id
-        rule = properties["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]
-        assert rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"] in {"AES256", "aws:kms"}
+        (rule,) = properties["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+        assert rule["ServerSideEncryptionByDefault"] == (
+            {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": {"Ref": "KmsKeyArn"}} if key else {"SSEAlgorithm": "AES256"}
+        )
+        assert rule["BucketKeyEnabled"] is True
         assert properties["VersioningConfiguration"] == {"Status": "Enabled"}
         assert properties["OwnershipControls"] == {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
         assert properties["LifecycleConfiguration"]["Rules"]
@@ -211,8 +291,10 @@ def test_buckets_are_private_encrypted_versioned_and_tls_only(transformed: dict[
 
 
 def test_topic_is_encrypted_and_tls_only(transformed: dict[str, Any]) -> None:
-    (topic,) = resources_of_type(transformed, "AWS::SNS::Topic").values()
-    assert topic["KmsMasterKeyId"]
+    (topic,) = resources_of_type(deployed(transformed), "AWS::SNS::Topic").values()
+    assert topic["KmsMasterKeyId"] == "alias/aws/sns"
+    (topic,) = resources_of_type(deployed(transformed, KmsKeyArn=KEY_ARN), "AWS::SNS::Topic").values()
+    assert topic["KmsMasterKeyId"] == {"Ref": "KmsKeyArn"}
     (policy,) = resources_of_type(transformed, "AWS::SNS::TopicPolicy").values()
     assert policy["Topics"] == [{"Ref": "JobTopic"}]
     (deny,) = policy["PolicyDocument"]["Statement"]
@@ -237,7 +319,12 @@ def test_jobs_table_keys_indexes_recovery_and_ttl(transformed: dict[str, Any]) -
     }
     assert table["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
     assert table["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
-    assert table["SSESpecification"]["SSEEnabled"] is True
+    assert deployed(transformed)["Resources"]["JobsTable"]["Properties"]["SSESpecification"] == {"SSEEnabled": True}
+    assert deployed(transformed, KmsKeyArn=KEY_ARN)["Resources"]["JobsTable"]["Properties"]["SSESpecification"] == {
+        "SSEEnabled": True,
+        "SSEType": "KMS",
+        "KMSMasterKeyId": {"Ref": "KmsKeyArn"},
+    }
 
 
 def iam_statements(transformed: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -245,6 +332,9 @@ def iam_statements(transformed: dict[str, Any]) -> Iterator[tuple[str, dict[str,
         for policy in role.get("Policies", []):
             for statement in as_list(policy["PolicyDocument"]["Statement"]):
                 yield logical_id, statement
+    for logical_id, policy in resources_of_type(transformed, "AWS::IAM::ManagedPolicy").items():
+        for statement in as_list(policy["PolicyDocument"]["Statement"]):
+            yield logical_id, statement
 
 
 def resource_text(resource: Any) -> str:
@@ -257,7 +347,9 @@ def resource_text(resource: Any) -> str:
     return json.dumps(resource)  # Ref / GetAtt of one resource
 
 
-def test_iam_is_least_privilege(transformed: dict[str, Any]) -> None:
+@pytest.mark.parametrize("key", ["", KEY_ARN], ids=["aws-managed-keys", "customer-managed-key"])
+def test_iam_is_least_privilege(transformed: dict[str, Any], key: str) -> None:
+    transformed = deployed(transformed, KmsKeyArn=key)
     statements = list(iam_statements(transformed))
     assert statements
     for role, statement in statements:
@@ -277,6 +369,141 @@ def test_iam_is_least_privilege(transformed: dict[str, Any]) -> None:
     for role_id, role in resources_of_type(transformed, "AWS::IAM::Role").items():
         for arn in role.get("ManagedPolicyArns", []):
             assert resource_text(arn).rsplit("/", 1)[-1] in ALLOWED_MANAGED_POLICIES, (role_id, arn)
+
+
+def test_without_a_customer_managed_key_nothing_refers_to_one(with_defaults: dict[str, Any]) -> None:
+    assert '{"Ref": "KmsKeyArn"}' not in json.dumps(with_defaults["Resources"])
+    assert "AWS::IAM::ManagedPolicy" not in {resource["Type"] for resource in with_defaults["Resources"].values()}
+    for role, statement in iam_statements(with_defaults):
+        assert not any(action.startswith("kms:") for action in as_list(statement["Action"])), role
+    # Lambda encrypts the environment with its AWS managed key by itself.
+    for function in resources_of_type(with_defaults, "AWS::Lambda::Function").values():
+        assert "KmsKeyArn" not in function
+
+
+def test_a_customer_managed_key_encrypts_every_store_and_only_the_functions_may_use_it(
+    sam: dict[str, Any], with_key: dict[str, Any]
+) -> None:
+    parameter = sam["Parameters"]["KmsKeyArn"]
+    assert parameter["Default"] == ""
+    for value, allowed in [
+        ("", True),
+        (KEY_ARN, True),
+        ("alias/wanflow", False),
+        ("arn:aws:kms:ap-southeast-1:123456789012:alias/wanflow", False),
+    ]:
+        assert bool(re.fullmatch(parameter["AllowedPattern"], value)) is allowed, value
+    # S3 notifications, CloudWatch Logs and SNS deliveries need the key policy to let their services use the key.
+    for service in ("s3.amazonaws.com", "logs.REGION.amazonaws.com", "sns.amazonaws.com"):
+        assert service in parameter["Description"]
+
+    key = {"Ref": "KmsKeyArn"}
+    resources = with_key["Resources"]
+    assert resources["JobsTable"]["Properties"]["SSESpecification"]["KMSMasterKeyId"] == key
+    assert resources["JobTopic"]["Properties"]["KmsMasterKeyId"] == key
+    for secret in resources_of_type(with_key, "AWS::SecretsManager::Secret").values():
+        assert secret["KmsKeyId"] == key
+    for queue in resources_of_type(with_key, "AWS::SQS::Queue").values():
+        assert queue["KmsMasterKeyId"] == key
+        assert "SqsManagedSseEnabled" not in queue
+    for bucket in resources_of_type(with_key, "AWS::S3::Bucket").values():
+        (rule,) = bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+        assert rule["ServerSideEncryptionByDefault"]["KMSMasterKeyID"] == key
+    for log_group in resources_of_type(with_key, "AWS::Logs::LogGroup").values():
+        assert log_group["KmsKeyId"] == key
+    functions = resources_of_type(with_key, "AWS::Lambda::Function")
+    for function in functions.values():
+        assert function["KmsKeyArn"] == key
+
+    # One policy, on the six function roles only, to use (not administer) this key only.
+    (policy,) = resources_of_type(with_key, "AWS::IAM::ManagedPolicy").values()
+    assert sorted(role["Ref"] for role in policy["Roles"]) == sorted(
+        function["Role"]["Fn::GetAtt"][0] for function in functions.values()
+    )
+    kms_statements = [
+        (role, statement)
+        for role, statement in iam_statements(with_key)
+        if any(action.startswith("kms:") for action in as_list(statement["Action"]))
+    ]
+    assert kms_statements
+    for role, statement in kms_statements:
+        assert role == "KmsKeyUsePolicy"
+        assert set(as_list(statement["Action"])) <= KMS_ACTIONS
+        assert statement["Resource"] == key
+
+
+@pytest.mark.parametrize("key", ["", KEY_ARN], ids=["aws-managed-keys", "customer-managed-key"])
+def test_every_queue_is_encrypted(transformed: dict[str, Any], key: str) -> None:
+    queues = resources_of_type(deployed(transformed, KmsKeyArn=key), "AWS::SQS::Queue")
+    assert set(queues) == {"IntakeQueue", "IntakeDeadLetterQueue", "SweeperDeadLetterQueue"}
+    for logical_id, queue in queues.items():
+        # SQS-managed encryption by default: S3 may send to it without any key policy.
+        assert (queue.get("KmsMasterKeyId") == {"Ref": "KmsKeyArn"}) if key else (queue["SqsManagedSseEnabled"] is True)
+        assert queue["MessageRetentionPeriod"] == 1209600, logical_id
+
+
+def test_every_function_reserves_concurrency_unless_told_not_to(
+    sam: dict[str, Any], transformed: dict[str, Any]
+) -> None:
+    parameter = sam["Parameters"]["ReserveConcurrency"]
+    assert parameter["Default"] == "true"
+    assert set(parameter["AllowedValues"]) == {"true", "false"}
+    reserved = {
+        logical_id: function.get("ReservedConcurrentExecutions")
+        for logical_id, function in resources_of_type(deployed(transformed), "AWS::Lambda::Function").items()
+    }
+    assert set(reserved) == set(FUNCTION_FOLDERS)
+    # Never below the SQS event source's maximum concurrency (throttled batches would count as receives).
+    assert reserved.pop("IntakeFunction") == {"Ref": "IntakeMaxConcurrency"}
+    assert reserved == RESERVED_CONCURRENCY  # 0 would disable a function
+    total = sum(RESERVED_CONCURRENCY.values()) + sam["Parameters"]["IntakeMaxConcurrency"]["Default"]
+    assert f"{total} together with the defaults" in " ".join(parameter["Description"].split())
+    # The API may take as many concurrent requests as the stage lets through in a burst.
+    burst = sam["Resources"]["HttpApi"]["Properties"]["DefaultRouteSettings"]["ThrottlingBurstLimit"]
+    assert RESERVED_CONCURRENCY["ApiFunction"] >= burst
+    # Accounts with a small concurrency quota deploy without reservations.
+    unreserved = deployed(transformed, ReserveConcurrency="false")
+    for function in resources_of_type(unreserved, "AWS::Lambda::Function").values():
+        assert "ReservedConcurrentExecutions" not in function
+
+
+def test_the_http_api_writes_access_logs_without_bodies_or_headers(
+    sam: dict[str, Any], transformed: dict[str, Any]
+) -> None:
+    (stage,) = resources_of_type(transformed, "AWS::ApiGatewayV2::Stage").values()
+    settings = stage["AccessLogSettings"]
+    assert settings["DestinationArn"] == {"Fn::GetAtt": ["HttpApiAccessLogs", "Arn"]}
+    fields = json.loads(settings["Format"])  # one JSON object per request
+    assert fields == {
+        "requestId": "$context.requestId",
+        "ip": "$context.identity.sourceIp",
+        "requestTime": "$context.requestTime",
+        "httpMethod": "$context.httpMethod",
+        "routeKey": "$context.routeKey",
+        "status": "$context.status",
+        "protocol": "$context.protocol",
+        "responseLength": "$context.responseLength",
+        "integrationErrorMessage": "$context.integrationErrorMessage",
+    }
+    # Bodies, headers (Authorization, presigned URLs) and query strings never reach the log.
+    assert not re.search(r"body|header|authoriz|querystring|\$input|\$request\.", settings["Format"], re.I)
+    log_group = sam["Resources"]["HttpApiAccessLogs"]
+    assert log_group["Type"] == "AWS::Logs::LogGroup"
+    assert log_group["Properties"]["RetentionInDays"] == 365
+
+
+def test_only_the_asynchronously_invoked_sweeper_has_a_lambda_dead_letter_queue(with_defaults: dict[str, Any]) -> None:
+    functions = resources_of_type(with_defaults, "AWS::Lambda::Function")
+    assert {logical_id for logical_id, function in functions.items() if "DeadLetterConfig" in function} == {
+        "SweeperFunction"
+    }
+    dlq = {"Fn::GetAtt": ["SweeperDeadLetterQueue", "Arn"]}
+    assert functions["SweeperFunction"]["DeadLetterConfig"] == {"TargetArn": dlq}
+    assert any(
+        statement["Resource"] == dlq and as_list(statement["Action"]) == ["sqs:SendMessage"]
+        for role, statement in iam_statements(with_defaults)
+        if role == "SweeperFunctionRole"
+    )
 
 
 def test_the_state_machine_may_invoke_only_its_three_functions(transformed: dict[str, Any]) -> None:

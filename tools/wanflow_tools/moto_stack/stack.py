@@ -71,6 +71,7 @@ NOT_EMULATED = {
     "AWS::IAM::Role": "moto does not enforce IAM; functions share one local role",
     "AWS::Serverless::LayerVersion": "the layer package is imported from the repository",
     "AWS::Serverless::HttpApi": "served by wanflow_tools.moto_stack.apigw",
+    "AWS::Logs::LogGroup": "no CloudWatch Logs offline; the local HTTP API logs requests itself",
 }
 # Logical-id suffixes dropped from readable local names: IntakeBucket -> wanflow-local-intake.
 _NAME_SUFFIXES = ("Bucket", "Table", "Function")
