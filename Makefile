@@ -10,11 +10,7 @@ CHECKOV_VENV := $(VENV)/checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 
 .DEFAULT_GOAL := help
-<<<<<<< HEAD
-.PHONY: help venv test test-fast lint typecheck demo local emulator build lock bench clean
-=======
-.PHONY: help venv test lint checkov demo local emulator build lock bench clean
->>>>>>> checkov
+.PHONY: help venv test test-fast lint typecheck checkov demo local emulator build lock bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -28,34 +24,26 @@ $(STAMP): requirements.lock pyproject.toml
 
 venv: $(STAMP) ## Create .venv/ from the lock file (the wanflow command is then .venv/bin/wanflow)
 
-<<<<<<< HEAD
-test: lint typecheck ## Run lint, the type check and the whole test suite with coverage, offline
-	$(BIN)/pytest --cov=wanflow --cov=wanflow_tools --cov=functions --cov-report=term
-
-test-fast: $(STAMP) ## Run the tests not marked slow, without coverage (seconds, not minutes)
-	$(BIN)/pytest -q -m "not slow" -p no:cacheprovider
-=======
 $(CHECKOV_STAMP): requirements-checkov.lock $(STAMP)
 	$(PYTHON) -m venv $(CHECKOV_VENV)
 	$(BIN)/uv pip sync --quiet --python $(CHECKOV_VENV)/bin/python requirements-checkov.lock
 	@touch $(CHECKOV_STAMP)
 
-# tests/unit/test_checkov.py runs the same scan and names every failed check.
-test: $(STAMP) $(CHECKOV_STAMP) ## Run lint and the whole test suite (checkov on template.yaml included), offline
-	$(BIN)/ruff check .
-	$(BIN)/pytest
->>>>>>> checkov
+# tests/unit/test_checkov.py runs checkov on template.yaml and names every failed check.
+test: lint typecheck $(CHECKOV_STAMP) ## Run lint, the type check and the whole test suite (checkov included) with coverage, offline
+	$(BIN)/pytest --cov=wanflow --cov=wanflow_tools --cov=functions --cov-report=term
+
+test-fast: $(STAMP) ## Run the tests not marked slow, without coverage (seconds, not minutes)
+	$(BIN)/pytest -q -m "not slow" -p no:cacheprovider
 
 lint: $(STAMP) ## ruff check
 	$(BIN)/ruff check .
 
-<<<<<<< HEAD
 typecheck: $(STAMP) ## mypy over layers/wanflow, functions and tools/wanflow_tools (settings in pyproject.toml)
 	$(BIN)/mypy
-=======
+
 checkov: $(CHECKOV_STAMP) ## Scan template.yaml with checkov (skips, with reasons, are in the resources' Metadata)
 	$(CHECKOV_VENV)/bin/checkov --file template.yaml --framework cloudformation --skip-download --compact
->>>>>>> checkov
 
 demo: $(STAMP) ## Run one sample image through the whole pipeline offline; the MP4 lands in out/
 	$(BIN)/wanflow demo
