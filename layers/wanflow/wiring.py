@@ -39,7 +39,10 @@ def dependencies() -> Dependencies:
 
 
 def reset() -> None:
-    """Forget everything built from the environment."""
+    """Forget everything built from the environment, Powertools' secret providers (and their clients) included."""
+    from aws_lambda_powertools.utilities.parameters import clear_caches
+
+    clear_caches()
     dependencies.cache_clear()
     get_settings.cache_clear()
     boto.reset_clients()
