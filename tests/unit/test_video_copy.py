@@ -194,3 +194,50 @@ def test_the_storage_wrapper_copies_with_the_shared_client(s3: Any, video_server
     assert stored == StoredObject(f"s3://{BUCKET}/out/small.mp4", 1000, hashlib.sha256(VIDEO[:1000]).hexdigest())
     assert storage.StoredObject is StoredObject
     assert s3.head_object(Bucket=BUCKET, Key="out/small.mp4")["Metadata"] == {"job-id": "j"}
+
+
+def _chunked(chunks: list[int], error: Exception | None = None) -> httpx.Client:
+    """An httpx client whose video arrives in exactly these chunk sizes (then, optionally, fails)."""
+
+    def body() -> Iterator[bytes]:
+        offset = 0
+        for size in chunks:
+            yield VIDEO[offset : offset + size]
+            offset += size
+        if error is not None:
+            raise error
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"Content-Length": str(sum(chunks))}, content=body())
+
+    return httpx.Client(transport=httpx.MockTransport(answer))
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        [1, PART_SIZE - 1, PART_SIZE, 5],  # boundaries hit exactly
+        [PART_SIZE * 2 + 7, 11],  # one chunk holding two parts and more
+        [PART_SIZE - 3, 6, PART_SIZE - 6, 3, 1],  # parts completed across chunks
+    ],
+    ids=["exact", "huge-chunk", "straddling"],
+)
+def test_parts_are_cut_at_8_mib_whatever_the_chunks(s3: Any, chunks: list[int]) -> None:
+    body = VIDEO[: sum(chunks)]
+    stored = copy(s3, "http://video.test/v.mp4", http=_chunked(chunks))
+    assert stored.bytes == len(body)
+    assert stored.sha256 == hashlib.sha256(body).hexdigest()
+    assert s3.get_object(Bucket=BUCKET, Key="out/video.mp4")["Body"].read() == body
+    sizes = [
+        s3.head_object(Bucket=BUCKET, Key="out/video.mp4", PartNumber=number)["ContentLength"]
+        for number in range(1, -(-len(body) // PART_SIZE) + 1)
+    ]
+    assert sizes[:-1] == [PART_SIZE] * (len(sizes) - 1)
+    assert 0 < sizes[-1] <= PART_SIZE
+
+
+def test_a_download_that_times_out_midway_aborts_the_upload(s3: Any) -> None:
+    client = _chunked([PART_SIZE, PART_SIZE, 100], error=httpx.ReadTimeout("stalled"))
+    with pytest.raises(TransientError, match=f"after {2 * PART_SIZE + 100} bytes: ReadTimeout"):
+        copy(s3, "http://video.test/v.mp4", http=client)
+    assert_nothing_stored(s3)
