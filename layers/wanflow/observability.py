@@ -2,18 +2,99 @@
 
 Logs go to stderr as JSON (Lambda sends both streams to CloudWatch; the local stack keeps stdout for
 notifications). The job id is the correlation id: handlers call `logger.set_correlation_id(job_id)`.
+
+Tracing: when Powertools would trace (in Lambda, unless `POWERTOOLS_TRACE_DISABLED` is set), `tracer` is the
+usual Powertools Tracer on the X-Ray SDK, which patches botocore and httpx as the module is imported, exactly as
+before. When Powertools would not (outside Lambda, under SAM local, or with `POWERTOOLS_TRACE_DISABLED`), `tracer`
+is a Powertools Tracer whose provider records nothing, so the X-Ray SDK (about a quarter of a second of imports)
+is never imported.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.tracing.base import BaseProvider, BaseSegment
 
 logger = Logger(service="wanflow", logger_handler=logging.StreamHandler(sys.stderr))
-tracer = Tracer(service="wanflow")
 metrics = Metrics(namespace="wanflow", service="wanflow")
+
+
+class _NoSegment(BaseSegment):
+    """A subsegment that records nothing."""
+
+    def close(self, end_time: int | None = None) -> None:
+        pass
+
+    def add_subsegment(self, subsegment: Any) -> None:
+        pass
+
+    def remove_subsegment(self, subsegment: Any) -> None:
+        pass
+
+    def put_annotation(self, key: str, value: Any) -> None:
+        pass
+
+    def put_metadata(self, key: str, value: Any, namespace: str = "default") -> None:
+        pass
+
+    def add_exception(self, exception: BaseException, stack: Any, remote: bool = False) -> None:
+        pass
+
+
+class _NoTracing(BaseProvider):
+    """The provider of a disabled Tracer: what the X-Ray SDK does when switched off, without importing it."""
+
+    @contextmanager
+    def in_subsegment(self, name: str | None = None, **kwargs: Any) -> Iterator[BaseSegment]:
+        yield _NoSegment()
+
+    @asynccontextmanager
+    async def in_subsegment_async(self, name: str | None = None, **kwargs: Any) -> AsyncIterator[BaseSegment]:
+        yield _NoSegment()
+
+    def put_annotation(self, key: str, value: Any) -> None:
+        pass
+
+    def put_metadata(self, key: str, value: Any, namespace: str = "default") -> None:
+        pass
+
+    def patch(self, modules: Sequence[str]) -> None:
+        pass
+
+    def patch_all(self) -> None:
+        pass
+
+
+class _UntracedTracer(Tracer):
+    """Powertools' Tracer, disabled, on a provider that needs no X-Ray SDK.
+
+    Powertools switches the X-Ray SDK off globally when a Tracer is disabled; with no X-Ray SDK loaded there is
+    nothing to switch off.
+    """
+
+    @staticmethod
+    def _disable_tracer_provider() -> None:
+        pass
+
+
+def tracing_enabled() -> bool:
+    """Whether Powertools would trace here: in Lambda, not under SAM local, and not POWERTOOLS_TRACE_DISABLED."""
+    return not Tracer._is_tracer_disabled()
+
+
+def _make_tracer() -> Tracer:
+    if tracing_enabled():
+        return Tracer(service="wanflow")
+    return _UntracedTracer(service="wanflow", disabled=True, provider=_NoTracing())
+
+
+tracer = _make_tracer()
 
 # The domain modules log through the standard library; route them through the Powertools formatter.
 for name in ("wanflow",):

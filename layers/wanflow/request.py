@@ -16,7 +16,6 @@ import re
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from wanflow.capabilities import (
@@ -373,6 +372,10 @@ def check_image_bytes(data: bytes, spec: ModelSpec, *, expected_mime: str | None
     refused without being decoded; then the whole image is decoded, so that a truncated or corrupt file is refused
     here instead of being paid for and failing at DashScope.
     """
+    # Pillow is imported here, not with the module: only the submitting handlers (api, intake) decode images,
+    # and the others should not pay for it at cold start.
+    from PIL import Image, UnidentifiedImageError
+
     try:
         with Image.open(io.BytesIO(data)) as image:
             image_format, (width, height), mode = image.format, image.size, image.mode

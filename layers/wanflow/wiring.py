@@ -40,9 +40,9 @@ def dependencies() -> Dependencies:
 
 def reset() -> None:
     """Forget everything built from the environment, Powertools' secret providers (and their clients) included."""
-    from aws_lambda_powertools.utilities.parameters import clear_caches
+    from aws_lambda_powertools.utilities.parameters.base import DEFAULT_PROVIDERS
 
-    clear_caches()
+    DEFAULT_PROVIDERS.clear()  # what parameters.clear_caches() does (it is untyped)
     dependencies.cache_clear()
     get_settings.cache_clear()
     boto.reset_clients()
