@@ -12,8 +12,8 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from wanflow.events import IntakeRecord
 from wanflow.observability import logger, metrics, tracer
+from wanflow.s3_events import IntakeRecord
 from wanflow.usecases.intake import SubmitPacer, objects_in_notification, start_intake_job
 from wanflow.wiring import dependencies
 

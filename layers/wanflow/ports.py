@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from wanflow.dashscope import TaskInfo, TaskPage
 from wanflow.jobs import Job, JobStatus
+from wanflow.tasks import TaskInfo, TaskPage
 
 # How often `JobRepository.update` re-reads and re-applies a change that lost a race with another writer.
 MAX_WRITE_ATTEMPTS = 8

@@ -28,9 +28,11 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import tenacity
+if TYPE_CHECKING:
+    import tenacity
+
 
 __all__ = [
     "DEFAULT_BACKOFF",
@@ -118,6 +120,10 @@ DEFAULT_BACKOFF: Backoff = honour_retry_after(full_jitter(0.5, 8.0))
 """Full jitter from 0.5 s doubling up to 8 s, or the error's Retry-After when that is longer."""
 
 
+# Where a call's deadline is kept: Retrying.statistics, which tenacity keeps per call and per thread.
+_DEADLINE_KEY = "wanflow_deadline"
+
+
 def retrying(
     retry_on: RetryOn,
     *,
@@ -150,16 +156,24 @@ def retrying(
     if max_attempts is not None and max_attempts < 1:
         raise ValueError("max_attempts must be at least 1")
 
-    stops: list[tenacity.stop.stop_base] = []
-    before: Callable[[tenacity.RetryCallState], None] = tenacity.before_nothing
-    if max_attempts is not None:
-        stops.append(tenacity.stop_after_attempt(max_attempts))
-    if deadline_seconds is not None:
-        deadline = _Deadline(deadline_seconds, clock)
-        stops.append(deadline)
-        before = deadline.start
-    if max_wait_seconds is not None:
-        stops.append(_WaitLongerThan(max_wait_seconds))
+    # Imported here rather than with the module: handlers that never retry (a GET of a job) should not pay for
+    # tenacity (and the asyncio it loads) at cold start.
+    import tenacity
+
+    def before(retry_state: tenacity.RetryCallState) -> None:
+        """Runs before every attempt; the first one fixes the deadline (kept per call and per thread)."""
+        if deadline_seconds is not None and retry_state.attempt_number == 1:
+            retry_state.retry_object.statistics[_DEADLINE_KEY] = clock() + deadline_seconds
+
+    def stop(retry_state: tenacity.RetryCallState) -> bool:
+        """After a failed attempt (its wait already computed): whether any limit says to give up."""
+        if max_attempts is not None and retry_state.attempt_number >= max_attempts:
+            return True
+        if deadline_seconds is not None:
+            deadline: float = retry_state.retry_object.statistics[_DEADLINE_KEY]
+            if clock() + retry_state.upcoming_sleep > deadline:
+                return True
+        return max_wait_seconds is not None and retry_state.upcoming_sleep > max_wait_seconds
 
     def wait(retry_state: tenacity.RetryCallState) -> float:
         if max_attempts is not None and retry_state.attempt_number >= max_attempts:
@@ -177,7 +191,7 @@ def retrying(
 
     return tenacity.Retrying(
         retry=_retry_condition(retry_on),
-        stop=tenacity.stop_any(*stops),
+        stop=stop,
         wait=wait,
         before=before,
         before_sleep=before_sleep if on_retry is not None else None,
@@ -188,6 +202,8 @@ def retrying(
 
 
 def _retry_condition(retry_on: RetryOn) -> tenacity.retry_base:
+    import tenacity
+
     if isinstance(retry_on, type | tuple):
         return tenacity.retry_if_exception_type(retry_on)
     return tenacity.retry_if_exception(retry_on)
@@ -200,32 +216,3 @@ def _error(retry_state: tenacity.RetryCallState) -> BaseException:
     if error is None:
         raise RuntimeError("no failed attempt to retry")
     return error
-
-
-class _Deadline(tenacity.stop.stop_base):
-    """Stop when the next wait would end more than `seconds` after the first attempt began, on `clock`."""
-
-    _KEY = "wanflow_deadline"  # in Retrying.statistics, which tenacity keeps per call and per thread
-
-    def __init__(self, seconds: float, clock: Callable[[], float]) -> None:
-        self._seconds = seconds
-        self._clock = clock
-
-    def start(self, retry_state: tenacity.RetryCallState) -> None:
-        """The `before` hook: runs before every attempt; the first one fixes the deadline."""
-        if retry_state.attempt_number == 1:
-            retry_state.retry_object.statistics[self._KEY] = self._clock() + self._seconds
-
-    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
-        deadline: float = retry_state.retry_object.statistics[self._KEY]
-        return self._clock() + retry_state.upcoming_sleep > deadline
-
-
-class _WaitLongerThan(tenacity.stop.stop_base):
-    """Stop when the next wait would be longer than `seconds` (the wait is computed before the stop check)."""
-
-    def __init__(self, seconds: float) -> None:
-        self._seconds = seconds
-
-    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
-        return retry_state.upcoming_sleep > self._seconds

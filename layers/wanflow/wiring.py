@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import sys
 from typing import Any
 
 from wanflow import redaction
@@ -15,7 +16,6 @@ from wanflow.adapters.job_table import JobTable
 from wanflow.adapters.notifier import SnsNotifier
 from wanflow.adapters.objects import S3Objects
 from wanflow.adapters.workflow import StepFunctionsWorkflow
-from wanflow.dashscope import base_url_for_region, clear_shared_clients, shared_client
 from wanflow.errors import WanflowError
 from wanflow.ports import DashScopeApi
 from wanflow.settings import Settings, get_settings
@@ -46,12 +46,19 @@ def reset() -> None:
     dependencies.cache_clear()
     get_settings.cache_clear()
     boto.reset_clients()
-    clear_shared_clients()
+    if "wanflow.dashscope" in sys.modules:  # only a process that made clients has any to close
+        sys.modules["wanflow.dashscope"].clear_shared_clients()
 
 
 def dashscope_from_secret(settings: Settings) -> DashScopeApi:
-    """The shared DashScope client for the key in Secrets Manager."""
+    """The shared DashScope client for the key in Secrets Manager.
+
+    The client (and httpx under it) is imported on first use, not at cold start: most invocations of most
+    functions never call DashScope (a GET of a job, a finalizer rerun, a failure record).
+    """
     from aws_lambda_powertools.utilities.parameters import get_secret
+
+    from wanflow.dashscope import base_url_for_region, shared_client
 
     # Cached for five minutes: a rotated key is picked up without a redeploy.
     secret = get_secret(settings.dashscope_secret_arn, max_age=300)

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from wanflow.events import ExecutionInput, FailureInput, IntakeRecord, PollState
+from wanflow.events import ExecutionInput, FailureInput, PollState
+from wanflow.s3_events import IntakeRecord
 from wanflow.usecases.intake import objects_in_notification
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"

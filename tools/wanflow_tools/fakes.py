@@ -16,10 +16,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from wanflow.callers import Caller
-from wanflow.dashscope import TaskInfo, TaskPage, TaskStatus, TaskSummary
 from wanflow.jobs import FINAL_STATUSES, Job, JobStatus
 from wanflow.ports import JobRepository, StoredObject, VersionConflict
 from wanflow.settings import Settings
+from wanflow.tasks import TaskInfo, TaskPage, TaskStatus, TaskSummary
 from wanflow.usecases.context import Dependencies
 
 

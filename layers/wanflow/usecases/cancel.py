@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from wanflow.callers import Caller
-from wanflow.dashscope import TaskStatus
 from wanflow.errors import Conflict, RejectedError
 from wanflow.jobs import Job, JobStatus, Stage
+from wanflow.tasks import TaskStatus
 from wanflow.usecases import ending
 from wanflow.usecases.context import Dependencies, require_job
 

@@ -5,11 +5,11 @@ A repeated run (a Step Functions retry, the sweeper) skips whatever an earlier r
 
 from __future__ import annotations
 
-from wanflow.dashscope import TaskInfo, TaskStatus
 from wanflow.errors import JobErrorCode, JobFailure, RetryLaterError, TransientError
 from wanflow.events import StepError
 from wanflow.jobs import Job, JobStatus, Output, Stage, TransitionRefused, utc_now
 from wanflow.ports import StoredObject
+from wanflow.tasks import TaskInfo, TaskStatus
 from wanflow.usecases import ending
 from wanflow.usecases.context import Dependencies, require_job
 from wanflow.usecases.views import output_key

@@ -15,9 +15,9 @@ from typing import Any
 from wanflow.callers import ANONYMOUS, INCOMING_PREFIX, Caller, normalize_principal
 from wanflow.capabilities import ModelSpec
 from wanflow.errors import FieldError, InvalidRequest, RetryLaterError, ThrottledError
-from wanflow.events import S3Notification
 from wanflow.jobs import Job, Provider, Source, Stage, derived_job_id, utc_now
 from wanflow.request import JobRequest, parse_json_text
+from wanflow.s3_events import S3Notification
 from wanflow.usecases import ending, submit
 from wanflow.usecases.context import Dependencies
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from wanflow.dashscope import TaskInfo, TaskStatus
 from wanflow.errors import JobErrorCode, JobFailure, RetryLaterError, TransientError, failure_reason_for_task
 from wanflow.events import PollState, StepError
 from wanflow.jobs import Job, JobStatus, Stage, utc_now
+from wanflow.tasks import TaskInfo, TaskStatus
 from wanflow.usecases.context import Dependencies, require_job
 
 

@@ -17,7 +17,6 @@ from typing import Any
 from wanflow.adapters.objects import parse_s3_uri
 from wanflow.callers import Caller, uploads_prefix
 from wanflow.capabilities import ModelSpec, estimate_cost_usd
-from wanflow.dashscope import TaskInfo
 from wanflow.errors import (
     Conflict,
     FieldError,
@@ -41,6 +40,7 @@ from wanflow.jobs import (
 )
 from wanflow.request import JobRequest, check_image_bytes, parse_job_request
 from wanflow.retry import exponential, honour_retry_after, jittered, retrying
+from wanflow.tasks import TaskInfo
 from wanflow.usecases import ending
 from wanflow.usecases.context import Dependencies
 

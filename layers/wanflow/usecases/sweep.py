@@ -18,11 +18,11 @@ from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from wanflow.dashscope import TaskSummary
 from wanflow.errors import JobErrorCode
 from wanflow.events import PollState
 from wanflow.jobs import Job, Notification, Stage, rfc3339, utc_now
 from wanflow.request import JobRequest
+from wanflow.tasks import TaskSummary
 from wanflow.usecases import ending, finalize, poll, submit
 from wanflow.usecases.context import Dependencies
 
