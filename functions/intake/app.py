@@ -27,8 +27,9 @@ def record_handler(record: IntakeRecord) -> None:
     deps = dependencies()
     if _pacer is None:
         _pacer = SubmitPacer(deps.settings.intake_concurrency)
+    receive_count = int(record.attributes.ApproximateReceiveCount)
     for created in objects_in_notification(record.body):
-        job = start_intake_job(deps, created, _pacer)
+        job = start_intake_job(deps, created, _pacer, receive_count=receive_count)
         if job is not None:
             logger.info("intake job", extra={"job_id": job.job_id, "status": job.status, "key": created.key})
             metrics.add_metric(name="IntakeJobs", unit="Count", value=1)

@@ -104,7 +104,7 @@ class ObjectStorage(Protocol):
     """S3: inputs in the intake bucket, videos and job documents in the output bucket."""
 
     def get_bytes(self, bucket: str, key: str, *, version_id: str | None = None, max_bytes: int | None = None) -> bytes:
-        """The object's bytes; ValueError if it is larger than `max_bytes`; the client's error if it is missing."""
+        """The object's bytes; ValueError if it is larger than `max_bytes`; LookupError if there is no such object."""
         ...
 
     def head(self, bucket: str, key: str, *, version_id: str | None = None) -> dict[str, Any] | None:

@@ -27,6 +27,7 @@ _ENVIRONMENT = {
     "WANFLOW_RECONCILE_AFTER_SECONDS": "reconcile_after_seconds",
     "WANFLOW_CREATE_RETRY_SECONDS": "create_retry_seconds",
     "WANFLOW_ADMIN_PRINCIPALS": "admin_principals",
+    "WANFLOW_INTAKE_MAX_RECEIVES": "intake_max_receives",
     "WANFLOW_CURSOR_SECRET_ARN": "cursor_secret_arn",
 }
 
@@ -48,6 +49,8 @@ class Settings(BaseModel):
     poll_interval_seconds: int = Field(default=15, ge=0, le=3600)
     dashscope_base_url: str = ""
     intake_concurrency: int = Field(default=2, ge=1)  # the intake function's maximum concurrency
+    # The intake queue's maxReceiveCount: on a message's last receive, an object that still fails gets a FAILED job.
+    intake_max_receives: int = Field(default=5, ge=1)
     # How long after an unanswered create the sweeper looks for its task: DashScope's task list may lag a create.
     reconcile_after_seconds: int = Field(default=120, ge=0)
     # How long a create may wait out throttling before the caller is told (the API answers within its timeout).

@@ -87,3 +87,43 @@ def test_dashscope_throttling_pauses_the_worker_and_hands_the_message_back(world
     clock[0] += 31
     submitted = start_intake_job(world.deps, created, pacer)
     assert submitted is not None and submitted.stage is Stage.SUBMITTED and world.dashscope.creates == 1
+
+
+class Unreadable(Exception):
+    pass
+
+
+def test_an_object_that_keeps_failing_gets_a_failed_job_on_its_last_receive(world: FakeWorld) -> None:
+    upload_image(world, "incoming/cat.png", prompt="a cat", model="wan2.2-i2v-flash", resolution="480P")
+
+    def broken_head(*_: object, **__: object) -> None:
+        raise Unreadable("S3 answered 500")
+
+    world.objects.head = broken_head  # type: ignore[method-assign]
+    created = CreatedObject("intake", "incoming/cat.png", "v1", None, "alice")
+    pacer = SubmitPacer(2, clock=lambda: 0.0, sleep=lambda seconds: None)
+    for receive in range(1, world.settings.intake_max_receives):
+        with pytest.raises(Unreadable):  # SQS will deliver it again
+            start_intake_job(world.deps, created, pacer, receive_count=receive)
+    assert world.jobs.all() == []
+    job = start_intake_job(world.deps, created, pacer, receive_count=world.settings.intake_max_receives)
+    assert job is not None and job.status is JobStatus.FAILED and job.error is not None
+    assert job.error.code == "InternalError" and "Unreadable" in job.error.message
+    assert [event["type"] for event in world.notifier.for_job(job.job_id)] == ["job.failed"]
+    assert world.dashscope.creates == 0 and job.owner == "alice"
+
+
+def test_a_manifest_deleted_before_it_was_read_is_a_failed_job(world: FakeWorld) -> None:
+    job = submit_uploaded_object(world.deps, CreatedObject("intake", "incoming/gone.json", "v1", None, "alice"))
+    assert job is not None and job.error is not None and "does not exist" in job.error.message
+
+
+def test_a_throttled_last_receive_leaves_the_stored_job_to_the_sweeper(world: FakeWorld) -> None:
+    upload_image(world, "incoming/cat.png", prompt="a cat", model="wan2.2-i2v-flash", resolution="480P")
+    world.dashscope.create_errors = [ThrottledError("slow", code="Throttling", retry_after_seconds=30)]
+    pacer = SubmitPacer(2, clock=lambda: 0.0, sleep=lambda seconds: None)
+    created = CreatedObject("intake", "incoming/cat.png", "v1", None, "alice")
+    with pytest.raises(ThrottledError):
+        start_intake_job(world.deps, created, pacer, receive_count=world.settings.intake_max_receives)
+    (job,) = world.jobs.all()
+    assert job.stage is Stage.ACCEPTED and world.notifier.events == []  # waiting, not failed

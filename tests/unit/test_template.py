@@ -701,3 +701,9 @@ def test_sample_state_machine_and_scheduler_events(sam: dict[str, Any]) -> None:
     schedule = json.loads((EVENTS / "scheduler-sweeper.json").read_text())
     schedule_input = sam["Resources"]["SweeperFunction"]["Properties"]["Events"]["Sweep"]["Properties"]["Input"]
     assert set(schedule) == set(json.loads(schedule_input))
+
+
+def test_the_intake_knows_how_often_its_queue_delivers_a_message(transformed: dict[str, Any]) -> None:
+    variables = transformed["Resources"]["IntakeFunction"]["Properties"]["Environment"]["Variables"]
+    queue = transformed["Resources"]["IntakeQueue"]["Properties"]
+    assert int(variables["WANFLOW_INTAKE_MAX_RECEIVES"]) == queue["RedrivePolicy"]["maxReceiveCount"]

@@ -129,7 +129,7 @@ class InMemoryObjects:
     def get_bytes(self, bucket: str, key: str, *, version_id: str | None = None, max_bytes: int | None = None) -> bytes:
         stored = self.objects.get((bucket, key))
         if stored is None:
-            raise KeyError(f"s3://{bucket}/{key}")
+            raise LookupError(f"s3://{bucket}/{key} does not exist")
         if max_bytes is not None and len(stored.data) > max_bytes:
             raise ValueError(f"s3://{bucket}/{key} is {len(stored.data)} bytes; at most {max_bytes}")
         return stored.data

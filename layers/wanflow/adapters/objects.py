@@ -55,7 +55,12 @@ class S3Objects:
         params: dict[str, Any] = {"Bucket": bucket, "Key": key}
         if version_id:
             params["VersionId"] = version_id
-        response = self._s3.get_object(**params)
+        try:
+            response = self._s3.get_object(**params)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NoSuchVersion"}:
+                raise LookupError(f"s3://{bucket}/{key} does not exist") from None
+            raise
         if max_bytes is not None and response["ContentLength"] > max_bytes:
             response["Body"].close()
             raise ValueError(f"s3://{bucket}/{key} is {response['ContentLength']} bytes; at most {max_bytes}")

@@ -6,6 +6,7 @@ FAILED job with a notification; throttling raises RetryLaterError, so that SQS h
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -14,13 +15,14 @@ from typing import Any
 
 from wanflow.callers import ANONYMOUS, INCOMING_PREFIX, Caller, normalize_principal
 from wanflow.capabilities import ModelSpec
-from wanflow.errors import FieldError, InvalidRequest, RetryLaterError, ThrottledError
+from wanflow.errors import FieldError, InvalidRequest, JobErrorCode, RetryLaterError, ThrottledError
 from wanflow.jobs import Job, Provider, Source, Stage, derived_job_id, utc_now
 from wanflow.request import JobRequest, parse_json_text
 from wanflow.s3_events import S3Notification
 from wanflow.usecases import ending, submit
 from wanflow.usecases.context import Dependencies
 
+logger = logging.getLogger(__name__)
 MAX_MANIFEST_BYTES = 1024 * 1024
 
 
@@ -91,13 +93,48 @@ class SubmitPacer:
             self._throttled_until = self._clock() + (retry_after_seconds or 5.0)
 
 
-def start_intake_job(deps: Dependencies, created: CreatedObject, pacer: SubmitPacer) -> Job | None:
-    """Submit the job for one object at the worker's share of the submit rate; RetryLaterError hands it back."""
+def start_intake_job(
+    deps: Dependencies, created: CreatedObject, pacer: SubmitPacer, *, receive_count: int = 1
+) -> Job | None:
+    """Submit the job for one object at the worker's share of the submit rate.
+
+    RetryLaterError hands the message back to SQS (a stored job that is still waiting is the sweeper's to submit
+    if the message runs out of receives). Any other error is raised too, so that SQS tries again, except on the
+    message's last receive: then the object gets a FAILED job and its notification saying why, instead of
+    vanishing into the dead-letter queue unannounced.
+    """
     try:
         return submit_uploaded_object(deps, created, pace=pacer)
     except ThrottledError as exc:  # DashScope's own 429, not this pacer's refusal
         pacer.throttled(exc.retry_after_seconds)
         raise
+    except RetryLaterError:
+        raise
+    except Exception as exc:
+        if receive_count < deps.settings.intake_max_receives:
+            raise
+        logger.exception("intake gave up on an object", extra={"key": created.key})
+        return _give_up(deps, created, exc)
+
+
+def _give_up(deps: Dependencies, created: CreatedObject, exc: Exception) -> Job | None:
+    job_id = _job_id(created)
+    existing = deps.jobs.get(job_id)
+    if existing is not None:
+        return existing  # it exists: the sweeper repairs it (submits it, or ends it at its deadline)
+    message = (
+        f"{_origin(created)} could not be processed in {deps.settings.intake_max_receives} attempts "
+        f"({type(exc).__name__}); upload it again to retry"
+    )
+    return _record_failed_intake(deps, job_id, created, JobErrorCode.INTERNAL_ERROR, message)
+
+
+def _job_id(created: CreatedObject) -> str:
+    return derived_job_id("s3", created.bucket, created.key, created.version_id or created.etag or "")
+
+
+def _origin(created: CreatedObject) -> str:
+    return f"s3://{created.bucket}/{created.key}" + (f"#{created.version_id}" if created.version_id else "")
 
 
 def submit_uploaded_object(
@@ -108,13 +145,13 @@ def submit_uploaded_object(
     The job belongs to the uploader, and may use as inputs objects under incoming/ and the uploader's own uploads.
     """
     bucket, key, version_id = created.bucket, created.key, created.version_id
-    job_id = derived_job_id("s3", bucket, key, version_id or created.etag or "")
+    job_id = _job_id(created)
     existing = deps.jobs.get(job_id)
     if existing is not None:
         if existing.stage is not Stage.ACCEPTED:
             return existing  # a duplicate event
         return submit.submit(deps, existing, JobRequest.model_validate(existing.request), pace)
-    origin = f"s3://{bucket}/{key}" + (f"#{version_id}" if version_id else "")
+    origin = _origin(created)
     try:
         body = _intake_body(deps, bucket, key, version_id)
         if body is None:
@@ -133,7 +170,7 @@ def _intake_body(deps: Dependencies, bucket: str, key: str, version_id: str | No
     if key.lower().endswith(".json"):
         try:
             data = deps.objects.get_bytes(bucket, key, version_id=version_id, max_bytes=MAX_MANIFEST_BYTES)
-        except ValueError as exc:  # too large
+        except (ValueError, LookupError) as exc:  # too large, or deleted before it was read
             raise InvalidRequest([FieldError("manifest", str(exc))]) from None
         return _resolve_manifest_paths(parse_json_text(data, field="manifest"), bucket, key)
     head = deps.objects.head(bucket, key, version_id=version_id)
@@ -146,6 +183,14 @@ def _intake_body(deps: Dependencies, bucket: str, key: str, version_id: str | No
 def _record_rejected_intake(
     deps: Dependencies, job_id: str, created: CreatedObject, origin: str, exc: InvalidRequest
 ) -> Job | None:
+    details = "; ".join(f"{error.field}: {error.message}" for error in exc.errors)
+    return _record_failed_intake(deps, job_id, created, exc.code, f"{origin} was not a valid job: {details}")
+
+
+def _record_failed_intake(
+    deps: Dependencies, job_id: str, created: CreatedObject, code: str, message: str
+) -> Job | None:
+    """A FAILED job, with its notification, for an object that never became a task."""
     bucket, key = created.bucket, created.key
     now = utc_now()
     job = Job(
@@ -161,12 +206,11 @@ def _record_rejected_intake(
         provider=Provider(region=deps.settings.dashscope_region),
         created_at=now,
         updated_at=now,
-        origin=origin,
+        origin=_origin(created),
     )
     if not deps.jobs.create(job):
         return deps.jobs.get(job_id)
-    details = "; ".join(f"{error.field}: {error.message}" for error in exc.errors)
-    return ending.end_failed(deps, job_id, exc.code, f"{origin} was not a valid job: {details}")
+    return ending.end_failed(deps, job_id, code, message)
 
 
 def _resolve_manifest_paths(body: Any, bucket: str, key: str) -> Any:
