@@ -707,3 +707,11 @@ def test_the_intake_knows_how_often_its_queue_delivers_a_message(transformed: di
     variables = transformed["Resources"]["IntakeFunction"]["Properties"]["Environment"]["Variables"]
     queue = transformed["Resources"]["IntakeQueue"]["Properties"]
     assert int(variables["WANFLOW_INTAKE_MAX_RECEIVES"]) == queue["RedrivePolicy"]["maxReceiveCount"]
+
+
+def test_an_undeliverable_notification_raises_an_alarm(transformed: dict[str, Any]) -> None:
+    alarm = transformed["Resources"]["UndeliverableNotificationAlarm"]["Properties"]
+    # The metric the sweeper handler emits for the repair named in wanflow.usecases.sweep.
+    assert (alarm["Namespace"], alarm["MetricName"]) == ("wanflow", "Sweeper_notification_undeliverable")
+    assert alarm["Threshold"] == 1 and alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+    assert alarm["TreatMissingData"] == "notBreaching"

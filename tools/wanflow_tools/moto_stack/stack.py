@@ -72,6 +72,7 @@ NOT_EMULATED = {
     "AWS::Serverless::LayerVersion": "the layer package is imported from the repository",
     "AWS::Serverless::HttpApi": "served by wanflow_tools.moto_stack.apigw",
     "AWS::Logs::LogGroup": "no CloudWatch Logs offline; the local HTTP API logs requests itself",
+    "AWS::CloudWatch::Alarm": "no CloudWatch offline (local mode publishes no metrics)",
 }
 # Logical-id suffixes dropped from readable local names: IntakeBucket -> wanflow-local-intake.
 _NAME_SUFFIXES = ("Bucket", "Table", "Function")
