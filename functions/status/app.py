@@ -18,6 +18,6 @@ from wanflow.wiring import dependencies
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     state = ExecutionInput.model_validate(event)
     logger.set_correlation_id(state.job_id)
-    result = check_status(dependencies(), state.job_id, state.poll.polls)
+    result = check_status(dependencies(), state.job_id, state.poll)
     logger.info("polled", extra={"next": result.next, "polls": result.polls})
     return result.as_state()

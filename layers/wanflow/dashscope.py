@@ -251,8 +251,12 @@ class DashScopeClient:
         )
         return task
 
-    def get_task(self, task_id: str) -> TaskInfo:
-        """Query a task; retried on RetryLaterError. An unknown or expired task id gives status UNKNOWN."""
+    def get_task(self, task_id: str, *, attempts: int | None = None) -> TaskInfo:
+        """Query a task; retried on RetryLaterError. An unknown or expired task id gives status UNKNOWN.
+
+        `attempts` overrides the client's `max_attempts` for this call: the poll loop asks once (a refused query
+        still counts against the account) and waits longer itself.
+        """
         url = self._task_url(task_id)
 
         def attempt() -> TaskInfo:
@@ -262,7 +266,7 @@ class DashScopeClient:
             except ValueError as exc:
                 raise self._invalid_response("query", exc, idempotent=True, payload=payload) from None
 
-        return self._with_retries("query", attempt)
+        return self._with_retries("query", attempt, attempts=attempts)
 
     def cancel_task(self, task_id: str) -> None:
         """Cancel a PENDING task; retried on RetryLaterError.
@@ -443,8 +447,9 @@ class DashScopeClient:
         logger.warning("DashScope %s: %s", operation, error.message)
         return error
 
-    def _with_retries(self, operation: str, attempt: Callable[[], T]) -> T:
+    def _with_retries(self, operation: str, attempt: Callable[[], T], *, attempts: int | None = None) -> T:
         """Call `attempt` until it succeeds, retrying RetryLaterError per the module docstring's policy."""
+        max_attempts = attempts or self._max_attempts
 
         def log_retry(attempt_no: int, error: BaseException, delay: float) -> None:
             logger.warning(
@@ -452,12 +457,12 @@ class DashScopeClient:
                 operation,
                 delay,
                 attempt_no,
-                self._max_attempts,
+                max_attempts,
                 getattr(error, "code", None),
             )
 
         def log_give_up(attempt_no: int, error: BaseException) -> None:
-            if attempt_no < self._max_attempts:  # attempts left, so the wait asked for was too long
+            if attempt_no < max_attempts:  # attempts left, so the wait asked for was too long
                 logger.warning(
                     "DashScope %s: Retry-After %.0fs is longer than this client waits; giving up",
                     operation,
@@ -466,7 +471,7 @@ class DashScopeClient:
 
         return retrying(
             RetryLaterError,
-            max_attempts=self._max_attempts,
+            max_attempts=max_attempts,
             # Exactly Retry-After when DashScope sends it (given up at once when longer than the cap), otherwise
             # full jitter (uniform in [0, exponential bound]), which spreads retries of many containers apart.
             backoff=honour_retry_after(

@@ -29,11 +29,16 @@ class PollState(BaseModel):
     next: NextStep
     wait_seconds: int = Field(default=0, ge=0)
     polls: int = Field(default=0, ge=0)
+    # Queries in a row that DashScope throttled or did not answer: the next wait grows with them.
+    throttled: int = Field(default=0, ge=0)
     error: StepError | None = None
 
     def as_state(self) -> dict[str, object]:
-        """The JSON the state machine keeps in `$.poll` (no `error` key unless there is one)."""
-        return self.model_dump(exclude_none=True)
+        """The JSON the state machine keeps in `$.poll` (no `error`, no `throttled` unless there is one)."""
+        state = self.model_dump(exclude_none=True)
+        if not self.throttled:
+            del state["throttled"]
+        return state
 
 
 class CaughtError(BaseModel):

@@ -28,6 +28,7 @@ _ENVIRONMENT = {
     "WANFLOW_CREATE_RETRY_SECONDS": "create_retry_seconds",
     "WANFLOW_ADMIN_PRINCIPALS": "admin_principals",
     "WANFLOW_INTAKE_MAX_RECEIVES": "intake_max_receives",
+    "WANFLOW_THROTTLED_WAIT_CAP_SECONDS": "throttled_wait_cap_seconds",
     "WANFLOW_CURSOR_SECRET_ARN": "cursor_secret_arn",
 }
 
@@ -47,6 +48,8 @@ class Settings(BaseModel):
     dashscope_secret_arn: str
     default_model: str = "wan2.6-i2v-flash"
     poll_interval_seconds: int = Field(default=15, ge=0, le=3600)
+    # The longest wait between two queries of a task DashScope keeps throttling (wanflow.usecases.poll).
+    throttled_wait_cap_seconds: int = Field(default=300, ge=1, le=3600)
     dashscope_base_url: str = ""
     intake_concurrency: int = Field(default=2, ge=1)  # the intake function's maximum concurrency
     # The intake queue's maxReceiveCount: on a message's last receive, an object that still fails gets a FAILED job.

@@ -6,6 +6,7 @@ import pytest
 
 from wanflow.dashscope import TaskStatus
 from wanflow.errors import Conflict, RejectedError
+from wanflow.events import PollState
 from wanflow.jobs import Job, JobStatus, Provider, Source, Stage
 from wanflow.usecases.cancel import cancel_job
 from wanflow.usecases.poll import check_status
@@ -37,7 +38,7 @@ def test_a_job_not_yet_at_dashscope_is_canceled_without_calling_it(world: FakeWo
 
 def test_a_running_task_can_no_longer_be_canceled(world: FakeWorld, submitted: Job) -> None:
     world.dashscope.set_status("task-1", TaskStatus.RUNNING)
-    check_status(world.deps, submitted.job_id, 0)
+    check_status(world.deps, submitted.job_id, PollState(next="wait"))
     with pytest.raises(Conflict, match="can no longer be canceled"):
         cancel_job(world.deps, submitted.job_id, caller())
     assert world.dashscope.canceled == [] and world.notifier.events == []

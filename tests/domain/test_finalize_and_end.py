@@ -6,7 +6,7 @@ import pytest
 
 from wanflow.dashscope import TaskStatus
 from wanflow.errors import JobErrorCode, ThrottledError, TransientError
-from wanflow.events import CaughtError, StepError
+from wanflow.events import CaughtError, PollState, StepError
 from wanflow.jobs import Job, JobStatus, Notification, Output, Stage
 from wanflow.usecases import ending
 from wanflow.usecases.finalize import finalize_job
@@ -21,7 +21,7 @@ def succeeded(world: FakeWorld, job: Job) -> Job:
     """The task succeeded and the status step saw it: the job is finalizing."""
     world.dashscope.succeed("task-1", "https://video/1")
     world.objects.videos["https://video/1"] = VIDEO
-    assert check_status(world.deps, job.job_id, 0).next == "finalize"
+    assert check_status(world.deps, job.job_id, PollState(next="wait")).next == "finalize"
     stored = world.jobs.get(job.job_id)
     assert stored is not None
     return stored

@@ -417,6 +417,23 @@ def test_queries_answering_500_are_retried(stack, api, emulator):
     assert_one_notification(stack, job_id, "job.succeeded")
 
 
+def test_a_throttling_storm_is_waited_out_one_query_per_poll_and_the_job_succeeds(stack, api, emulator, monkeypatch):
+    storm = 8  # more refused queries in a row than the client's own retries (4) and Step Functions' used to allow
+    monkeypatch.setenv("WANFLOW_THROTTLED_WAIT_CAP_SECONDS", "1")  # waits of 1 s, so the storm passes quickly
+    reset_application()
+    try:
+        faults(emulator, {"on": "query", "status": 429, "times": storm})
+        job_id = submit(api).json()["job_id"]
+        job = wait_for_end(stack, api, job_id)
+    finally:
+        monkeypatch.delenv("WANFLOW_THROTTLED_WAIT_CAP_SECONDS")
+        reset_application()
+    assert job["status"] == "SUCCEEDED"
+    assert_one_notification(stack, job_id, "job.succeeded")
+    # Every refusal was used up: the storm really happened, and was waited out, not failed.
+    assert httpx.get(f"{emulator.root_url}/_emulator/faults").json() == {"faults": []}
+
+
 def test_a_truncated_download_is_retried_and_leaves_no_partial_object(stack, api, emulator):
     faults(emulator, {"on": "download", "action": "truncate", "fraction": 0.4})
     job_id = submit(api).json()["job_id"]

@@ -32,9 +32,21 @@ def report() -> dict[str, Any]:
         pytest.skip(message)
     completed = subprocess.run(
         # --skip-download: no call to the vendor's platform (offline, and nothing there is needed).
-        [str(CHECKOV), "--file", "template.yaml", "--framework", "cloudformation", "--skip-download",
-         "--output", "json"],
-        cwd=REPO, capture_output=True, text=True, timeout=600, check=False,
+        [
+            str(CHECKOV),
+            "--file",
+            "template.yaml",
+            "--framework",
+            "cloudformation",
+            "--skip-download",
+            "--output",
+            "json",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
     # checkov exits 1 when a check fails; anything else that is not 0 is checkov itself failing.
     assert completed.returncode in (0, 1), completed.stderr[-4000:]
@@ -66,8 +78,10 @@ def test_checkov_scanned_every_resource_of_the_template(report: dict[str, Any]) 
 
 
 def test_no_checkov_check_fails(report: dict[str, Any]) -> None:
-    failed = [f"{check['check_id']} on {check['resource']}: {check['check_name']}"
-              for check in checks(report, "failed_checks")]
+    failed = [
+        f"{check['check_id']} on {check['resource']}: {check['check_name']}"
+        for check in checks(report, "failed_checks")
+    ]
     assert failed == [], "fix the template, or skip in the resource's Metadata with a reason:\n" + "\n".join(failed)
 
 
@@ -78,7 +92,9 @@ def test_every_skip_has_a_one_line_reason_and_is_one_checkov_applies(
     for (check_id, logical_id), comment in metadata_skips.items():
         assert re.fullmatch(r"CKV_AWS_\d+", check_id), (check_id, logical_id)
         assert comment.strip() and "\n" not in comment and len(comment) <= 200, (check_id, logical_id, comment)
-    skipped = {(check["check_id"], check["resource"].rsplit(".", 1)[1]): check["check_result"]["suppress_comment"]
-               for check in checks(report, "skipped_checks")}
+    skipped = {
+        (check["check_id"], check["resource"].rsplit(".", 1)[1]): check["check_result"]["suppress_comment"]
+        for check in checks(report, "skipped_checks")
+    }
     # A skip for a check that no longer applies to its resource is stale: checkov does not report it as skipped.
     assert skipped == metadata_skips

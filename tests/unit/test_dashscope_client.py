@@ -548,6 +548,16 @@ def test_get_task_retries_a_server_error_with_jittered_backoff():
     assert 0 <= delay <= 0.5
 
 
+def test_get_task_can_be_asked_once_without_retrying():
+    sleeps = Sleeps()
+    dashscope = ScriptedDashScope(
+        error_answer(429, "Throttling.RateQuota", headers={"Retry-After": "2"}), answer(200, QUERY_SUCCEEDED_SAMPLE)
+    )
+    with pytest.raises(ThrottledError) as throttled:
+        make_client(dashscope, sleeps).get_task(TASK_ID, attempts=1)
+    assert len(dashscope.requests) == 1 and sleeps == [] and throttled.value.retry_after_seconds == 2.0
+
+
 def test_get_task_honours_retry_after_when_throttled():
     sleeps = Sleeps()
     dashscope = ScriptedDashScope(

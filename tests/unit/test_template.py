@@ -715,3 +715,16 @@ def test_an_undeliverable_notification_raises_an_alarm(transformed: dict[str, An
     assert (alarm["Namespace"], alarm["MetricName"]) == ("wanflow", "Sweeper_notification_undeliverable")
     assert alarm["Threshold"] == 1 and alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
     assert alarm["TreatMissingData"] == "notBreaching"
+
+
+def test_the_finalizer_outlasts_throttling_for_as_long_as_the_video_url_is_valid() -> None:
+    states = json.loads((REPO / "statemachine" / "job.asl.json").read_text())["States"]
+    (transient,) = [retry for retry in states["Finalize"]["Retry"] if retry["ErrorEquals"] == ["TransientError"]]
+    waits, delay = [], float(transient["IntervalSeconds"])
+    for _ in range(transient["MaxAttempts"]):
+        waits.append(min(delay, transient["MaxDelaySeconds"]))
+        delay *= transient["BackoffRate"]
+    # With full jitter each wait is uniform in [0, bound]: on average half of it. Half the bounds must still
+    # cover the 24 hours a video URL lives, so a job only fails on a verdict (the URL expired), not on throttling.
+    assert sum(waits) / 2 >= 24 * 3600
+    assert transient["JitterStrategy"] == "FULL"

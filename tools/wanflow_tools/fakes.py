@@ -233,6 +233,7 @@ class FakeDashScope:
         self.cancel_errors: list[Exception] = []
         self.create_then_drop: Exception | None = None
         self.queries = 0
+        self.query_attempts: list[int | None] = []
         self._ids = itertools.count(1)
 
     @property
@@ -253,8 +254,9 @@ class FakeDashScope:
             raise error
         return task
 
-    def get_task(self, task_id: str) -> TaskInfo:
+    def get_task(self, task_id: str, *, attempts: int | None = None) -> TaskInfo:
         self.queries += 1
+        self.query_attempts.append(attempts)
         if self.get_errors:
             raise self.get_errors.pop(0)
         return self.tasks.get(task_id) or TaskInfo(task_id=task_id, status=TaskStatus.UNKNOWN)

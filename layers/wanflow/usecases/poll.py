@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+import math
 from datetime import timedelta
 
-from wanflow.errors import JobErrorCode, JobFailure, RetryLaterError, TransientError, failure_reason_for_task
+from wanflow.errors import JobErrorCode, JobFailure, RetryLaterError, failure_reason_for_task
 from wanflow.events import PollState, StepError
 from wanflow.jobs import Job, JobStatus, Stage, utc_now
 from wanflow.tasks import TaskInfo, TaskStatus
 from wanflow.usecases.context import Dependencies, require_job
+
+logger = logging.getLogger(__name__)
 
 
 def next_poll_wait(elapsed: timedelta, base_seconds: int) -> int:
@@ -29,9 +33,21 @@ def next_poll_wait(elapsed: timedelta, base_seconds: int) -> int:
     return base_seconds * factor
 
 
-def check_status(deps: Dependencies, job_id: str, previous_polls: int) -> PollState:
-    """Record what DashScope says of the job's task and decide the next step."""
-    polls = previous_polls + 1
+def throttled_wait(throttled: int, base_seconds: int, retry_after: float | None, cap_seconds: int = 300) -> int:
+    """Seconds to wait after `throttled` queries in a row got no verdict: doubling from the base interval (at
+    least 1 s), at most `cap_seconds`, at least what DashScope's Retry-After asked for."""
+    wait = min(cap_seconds, max(1, base_seconds) * 2 ** min(throttled - 1, 16))
+    return max(wait, math.ceil(retry_after or 0))
+
+
+def check_status(deps: Dependencies, job_id: str, previous: PollState) -> PollState:
+    """Record what DashScope says of the job's task and decide the next step.
+
+    Throttling is never a failure: a query DashScope throttled, or did not answer, is asked once (a refused query
+    still counts against the account) and the loop waits longer before the next one, for as long as the job has
+    time. Only a verdict (FAILED, CANCELED, UNKNOWN) or the job's deadline sends it down the failure path.
+    """
+    polls = previous.polls + 1
     job = require_job(deps, job_id)
     if job.status.is_final:
         return PollState(next="fail", polls=polls)  # canceled meanwhile: the failure step sees it is done
@@ -40,9 +56,19 @@ def check_status(deps: Dependencies, job_id: str, previous_polls: int) -> PollSt
     if job.provider.task_id is None:
         raise JobFailure(JobErrorCode.INTERNAL_ERROR, "the job has no DashScope task to poll")
     try:
-        task = deps.dashscope.get_task(job.provider.task_id)
+        task = deps.dashscope.get_task(job.provider.task_id, attempts=1)
     except RetryLaterError as exc:
-        raise TransientError(f"DashScope query failed: {exc.code}") from None
+        if job.deadline_at is not None and utc_now() > job.deadline_at:
+            return _past_deadline(polls)
+        throttled = previous.throttled + 1
+        settings = deps.settings
+        wait = throttled_wait(
+            throttled, settings.poll_interval_seconds, exc.retry_after_seconds, settings.throttled_wait_cap_seconds
+        )
+        logger.warning(
+            "DashScope query got no verdict (%s); waiting %d s", exc.code, wait, extra={"throttled": throttled}
+        )
+        return PollState(next="wait", wait_seconds=wait, polls=polls, throttled=throttled)
     job = deps.jobs.update(job_id, lambda current: record_task(current, task, polls))
     if task.status is TaskStatus.SUCCEEDED:
         return PollState(next="finalize", polls=polls)
@@ -56,10 +82,14 @@ def check_status(deps: Dependencies, job_id: str, previous_polls: int) -> PollSt
         )
         return PollState(next="fail", polls=polls, error=error)
     if job.deadline_at is not None and utc_now() > job.deadline_at:
-        error = StepError(code=JobErrorCode.DEADLINE_EXCEEDED, message="the task did not finish within 25 hours")
-        return PollState(next="fail", polls=polls, error=error)
+        return _past_deadline(polls)
     wait = next_poll_wait(utc_now() - job.created_at, deps.settings.poll_interval_seconds)
     return PollState(next="wait", wait_seconds=wait, polls=polls)
+
+
+def _past_deadline(polls: int) -> PollState:
+    error = StepError(code=JobErrorCode.DEADLINE_EXCEEDED, message="the task did not finish within 25 hours")
+    return PollState(next="fail", polls=polls, error=error)
 
 
 def record_task(job: Job, task: TaskInfo, polls: int) -> None:

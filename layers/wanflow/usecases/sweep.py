@@ -125,7 +125,7 @@ def _revive_execution(deps: Dependencies, job: Job) -> str | None:
         return "execution_started"
     # The execution ended without ending the job (it should not happen): drive the job here.
     if job.stage is Stage.SUBMITTED:
-        result = poll.check_status(deps, job.job_id, job.polls)
+        result = poll.check_status(deps, job.job_id, PollState(next="wait", polls=job.polls))
     else:
         result = PollState(next="finalize")
     if result.next == "finalize":
