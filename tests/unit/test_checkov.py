@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 from samtranslator.yaml_helper import yaml_parse
 
+pytestmark = pytest.mark.slow  # runs checkov over the template in a subprocess
+
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATE = REPO / "template.yaml"
 CHECKOV = REPO / ".venv" / "checkov" / "bin" / "checkov"

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # imports every handler in fresh interpreters
+
 REPO = Path(__file__).resolve().parents[2]
 HANDLERS = ("api", "intake", "status", "finalize", "record_failure", "sweeper")
 TRACE_HEADER = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"

@@ -24,6 +24,8 @@ from wanflow.adapters.objects import S3Objects
 from wanflow.adapters.video_copy import PART_SIZE, StoredObject, copy_url_to_s3
 from wanflow.errors import JobErrorCode, JobFailure, TransientError
 
+pytestmark = pytest.mark.slow  # streams multi-megabyte videos over loopback HTTP into moto S3
+
 BUCKET = "videos"
 # Two full parts and a short last one; not a repeating pattern, so a part out of place changes the bytes.
 VIDEO = hashlib.shake_256(b"wanflow").digest(2 * PART_SIZE + 123_457)
