@@ -54,7 +54,8 @@ def list_query(query: dict[str, str]) -> tuple[JobStatus | None, int, str | None
     limit = DEFAULT_LIST_LIMIT
     if "limit" in query:
         raw_limit = query["limit"].strip()
-        limit = int(raw_limit) if raw_limit.isdigit() and len(raw_limit) <= 4 else -1
+        # isascii: str.isdigit() also accepts digits int() refuses, such as "²"
+        limit = int(raw_limit) if raw_limit.isascii() and raw_limit.isdigit() and len(raw_limit) <= 4 else -1
         if not 1 <= limit <= MAX_LIST_LIMIT:
             errors.append(FieldError("limit", f"must be a whole number from 1 to {MAX_LIST_LIMIT}"))
     cursor = query.get("cursor")

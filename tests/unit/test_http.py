@@ -56,6 +56,7 @@ def test_a_body_over_the_limit_is_413_before_it_is_parsed() -> None:
         ({"limit": "101"}, ["limit"]),
         ({"limit": "1e2"}, ["limit"]),
         ({"limit": "99999999999999999999"}, ["limit"]),
+        ({"limit": "\u00b2"}, ["limit"]),  # a digit to str.isdigit(), not to int()
         ({"cursor": ""}, ["cursor"]),
         ({"status": "", "limit": "-1"}, ["status", "limit"]),
     ],
