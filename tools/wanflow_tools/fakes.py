@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from wanflow.callers import Caller
-from wanflow.jobs import FINAL_STATUSES, Job, JobStatus
+from wanflow.jobs import FINAL_STATUSES, Job, JobStatus, rfc3339
 from wanflow.ports import JobRepository, StoredObject, VersionConflict
 from wanflow.settings import Settings
 from wanflow.tasks import TaskInfo, TaskPage, TaskStatus, TaskSummary
@@ -108,7 +108,7 @@ class InMemoryJobTable(JobRepository):
 
 
 def _stamp(job: Job) -> str:
-    return str(job.public_view()["created_at"])
+    return rfc3339(job.created_at)
 
 
 @dataclass

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from boto3.dynamodb.conditions import ConditionBase, Key
 from botocore.exceptions import ClientError
 
-from wanflow.jobs import Job, JobStatus
+from wanflow.jobs import Job, JobStatus, rfc3339
 from wanflow.ports import JobRepository, VersionConflict
 
 if TYPE_CHECKING:
@@ -123,7 +123,7 @@ class JobTable(JobRepository):
             "job_id": job.job_id,
             "record_type": RECORD_TYPE,
             "status": job.status.value,
-            "created_at": job.public_view()["created_at"],
+            "created_at": rfc3339(job.created_at),  # the index key; the same string the public view shows
             "version": job.version,
             "doc": job.model_dump_json(),
         }
