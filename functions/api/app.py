@@ -18,7 +18,7 @@ from wanflow.http import (
     list_query,
     parse_json_body,
 )
-from wanflow.observability import logger, metrics, tracer
+from wanflow.observability import inject_lambda_context, logger, metrics, tracer
 from wanflow.usecases import queries
 from wanflow.usecases.cancel import cancel_job as cancel
 from wanflow.usecases.submit import submit_api_job
@@ -107,7 +107,7 @@ def unexpected_error(error: Exception) -> Response:
     )
 
 
-@logger.inject_lambda_context(clear_state=True)
+@inject_lambda_context
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:

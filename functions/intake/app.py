@@ -12,7 +12,7 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from wanflow.observability import logger, metrics, tracer
+from wanflow.observability import inject_lambda_context, logger, metrics, tracer
 from wanflow.s3_events import IntakeRecord
 from wanflow.usecases.intake import SubmitPacer, objects_in_notification, start_intake_job
 from wanflow.wiring import dependencies
@@ -35,7 +35,7 @@ def record_handler(record: IntakeRecord) -> None:
             metrics.add_metric(name="IntakeJobs", unit="Count", value=1)
 
 
-@logger.inject_lambda_context(clear_state=True)
+@inject_lambda_context
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:

@@ -7,12 +7,12 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from wanflow.events import FailureInput
-from wanflow.observability import logger, metrics, tracer
+from wanflow.observability import inject_lambda_context, logger, metrics, tracer
 from wanflow.usecases.ending import record_failure
 from wanflow.wiring import dependencies
 
 
-@logger.inject_lambda_context(clear_state=True)
+@inject_lambda_context
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:

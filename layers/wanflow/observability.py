@@ -1,7 +1,13 @@
 """Powertools Logger, Tracer and Metrics, configured once for every handler.
 
 Logs go to stderr as JSON (Lambda sends both streams to CloudWatch; the local stack keeps stdout for
-notifications). The job id is the correlation id: handlers call `logger.set_correlation_id(job_id)`.
+notifications). Handlers are decorated with `inject_lambda_context` (below) and the job id is the correlation id:
+handlers call `logger.set_correlation_id(job_id)`.
+
+The keys of an invocation (the Lambda context's function_name, function_request_id and so on, and the correlation
+id) belong to that invocation alone. In Lambda that changes nothing: one invocation at a time runs in a process.
+In local mode every handler runs in one process, in many threads at once, and keys kept logger-wide (where
+Powertools' `append_keys` keeps them) would land on the log lines of whichever invocation logs next.
 
 Tracing: when Powertools would trace (in Lambda, unless `POWERTOOLS_TRACE_DISABLED` is set), `tracer` is the
 usual Powertools Tracer on the X-Ray SDK, which patches botocore and httpx as the module is imported, exactly as
@@ -12,16 +18,36 @@ is never imported.
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import logging
 import sys
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.tracing.base import BaseProvider, BaseSegment
 
-logger = Logger(service="wanflow", logger_handler=logging.StreamHandler(sys.stderr))
+Result = TypeVar("Result")
+
+
+class _InvocationLogger(Logger):
+    """Powertools' Logger whose appended keys live in Powertools' context-variable keys (its `thread_safe_*` ones).
+
+    `append_keys` is what `set_correlation_id` and `inject_lambda_context` call, so the correlation id and the
+    Lambda context's keys are those of the thread (the context) that set them; keys given to the constructor stay
+    logger-wide.
+    """
+
+    def append_keys(self, **additional_keys: object) -> None:
+        self.thread_safe_append_keys(**additional_keys)
+
+    def get_correlation_id(self) -> str | None:
+        return self.thread_safe_get_current_keys().get("correlation_id")
+
+
+logger = _InvocationLogger(service="wanflow", logger_handler=logging.StreamHandler(sys.stderr))
 metrics = Metrics(namespace="wanflow", service="wanflow")
 
 
@@ -95,6 +121,26 @@ def _make_tracer() -> Tracer:
 
 
 tracer = _make_tracer()
+
+
+def inject_lambda_context(handler: Callable[[Any, Any], Result]) -> Callable[[Any, Any], Result]:
+    """`logger.inject_lambda_context` for a handler, with the keys of each invocation its own.
+
+    Each invocation runs in a copy of the caller's context that starts with no keys, so it neither sees the keys of
+    a previous invocation on the same thread (the local runtime's threads are reused) nor leaves its own behind.
+    """
+    logged = logger.inject_lambda_context(handler)
+
+    def invocation(event: Any, context: Any) -> Result:
+        logger.thread_safe_clear_keys()
+        return logged(event, context)
+
+    @functools.wraps(handler)
+    def invoke(event: Any, context: Any) -> Result:
+        return contextvars.copy_context().run(invocation, event, context)
+
+    return invoke
+
 
 # The domain modules log through the standard library; route them through the Powertools formatter.
 for name in ("wanflow",):
