@@ -1,7 +1,8 @@
 """S3 intake (docs/product.md section 3): SQS batches of S3 ObjectCreated events under incoming/ start jobs.
 
-Throttled submissions are reported as batch item failures: SQS hands them back after the visibility timeout,
-so nothing is dropped. Everything else ends as a job (FAILED with a notification for poison input).
+Every valid object becomes a QUEUED job at once (the admission queue submits it when its model has room); poison
+input ends as a FAILED job with a notification. A record that fails (the job table unavailable) is reported as a
+batch item failure: SQS hands it back after the visibility timeout, so nothing is dropped.
 """
 
 from __future__ import annotations
@@ -14,22 +15,17 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from wanflow.observability import inject_lambda_context, logger, metrics, tracer
 from wanflow.s3_events import IntakeRecord
-from wanflow.usecases.intake import SubmitPacer, objects_in_notification, start_intake_job
+from wanflow.usecases.intake import objects_in_notification, start_intake_job
 from wanflow.wiring import dependencies
 
 processor = BatchProcessor(event_type=EventType.SQS, model=IntakeRecord)
-# One pacer per container: this worker's share of each model's submit rate, across invocations.
-_pacer: SubmitPacer | None = None
 
 
 def record_handler(record: IntakeRecord) -> None:
-    global _pacer
     deps = dependencies()
-    if _pacer is None:
-        _pacer = SubmitPacer(deps.settings.intake_concurrency)
     receive_count = int(record.attributes.ApproximateReceiveCount)
     for created in objects_in_notification(record.body):
-        job = start_intake_job(deps, created, _pacer, receive_count=receive_count)
+        job = start_intake_job(deps, created, receive_count=receive_count)
         if job is not None:
             logger.info("intake job", extra={"job_id": job.job_id, "status": job.status, "key": created.key})
             metrics.add_metric(name="IntakeJobs", unit="Count", value=1)

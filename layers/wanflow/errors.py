@@ -100,6 +100,14 @@ class Conflict(WanflowError):
     http_status = 409
 
 
+class QueueUnavailable(WanflowError):
+    """The admission queue could not be written (the job table is throttling): the one case a job is refused
+    for load. Nothing was stored or sent; the same request may be repeated."""
+
+    code = "QueueUnavailable"
+    http_status = 429
+
+
 class PayloadTooLarge(WanflowError):
     code = "PayloadTooLarge"
     http_status = 413

@@ -1,7 +1,7 @@
 """Typed events of the state machine: what it passes between its steps (the S3 intake's are in s3_events).
 
-The state (`ExecutionInput`) is `{"job_id": ..., "poll": {...}}` (statemachine/job.asl.json): CheckStatus returns
-a new `PollState` into `$.poll`, whose `next` the Choice state reads; RecordFailure gets the whole state and,
+The state (`ExecutionInput`) is `{"job_id": ..., "poll": {...}}` (statemachine/job.asl.json): CreateTask and
+CheckStatus return a new `PollState` into `$.poll`, whose `next` the Choice state reads; RecordFailure gets the whole state and,
 after a Catch, the caught error in `$.error`.
 """
 
@@ -11,7 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-NextStep = Literal["wait", "finalize", "fail"]
+# "submit": (again) create the task; "wait": wait, then query the task; "finalize": store the video; "fail": end.
+NextStep = Literal["submit", "wait", "finalize", "fail"]
 
 
 class StepError(BaseModel):
@@ -32,9 +33,11 @@ class PollState(BaseModel):
     # Queries in a row that DashScope throttled or did not answer: the next wait grows with them.
     throttled: int = Field(default=0, ge=0)
     error: StepError | None = None
+    # The video URL the poll saw, sealed for the finalizer (wanflow.sealing): never in plain text in the history.
+    video: str | None = None
 
     def as_state(self) -> dict[str, object]:
-        """The JSON the state machine keeps in `$.poll` (no `error`, no `throttled` unless there is one)."""
+        """The JSON the state machine keeps in `$.poll` (no `error`, `video` or `throttled` unless there is one)."""
         state = self.model_dump(exclude_none=True)
         if not self.throttled:
             del state["throttled"]
@@ -54,7 +57,7 @@ class ExecutionInput(BaseModel):
     """The state every step receives; steps ignore what other steps added (`finalize`, `failure`)."""
 
     job_id: str
-    poll: PollState = Field(default_factory=lambda: PollState(next="wait"))
+    poll: PollState = Field(default_factory=lambda: PollState(next="submit"))
 
 
 class FailureInput(ExecutionInput):

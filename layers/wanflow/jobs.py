@@ -1,11 +1,15 @@
 """The job: its record, its public view and the status machine that every update goes through.
 
-`status` is what users see (docs/product.md section 2): PENDING, RUNNING, SUCCEEDED, FAILED, CANCELED. `stage` is
-wanflow's own step inside it, needed to never create a second DashScope task and never send a second notification:
+`status` is what users see (docs/product.md section 2): QUEUED, PENDING, RUNNING, SUCCEEDED, FAILED, CANCELED.
+`stage` is wanflow's own step inside it, needed to never create a second DashScope task and never send a second
+notification:
 
-    accepted -> creating -> submitted -> finalizing -> done
-                   |  \\-> accepted (DashScope throttled: nothing was created, try again later)
-                   \\-> create_unknown (no answer to the create: only the sweeper may decide, via the list API)
+    queued -> accepted -> creating -> submitted -> finalizing -> done
+                             |  \\-> accepted (DashScope throttled: nothing was created, try again later)
+                             \\-> create_unknown (no answer to the create: only the sweeper may decide, via the list API)
+
+A QUEUED job waits in wanflow's admission queue (wanflow.usecases.admission) for a running slot of its model;
+`accepted` is a job that holds a slot and whose create has not been sent yet.
 
 `Job.advance()` is the one place where status and stage change, and it refuses transitions the machine does not
 allow, so a late or repeated event (a second finalizer run, a cancel racing a success) cannot undo an ending.
@@ -22,8 +26,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from wanflow.capabilities import find_model
+
 
 class JobStatus(StrEnum):
+    QUEUED = "QUEUED"
     PENDING = "PENDING"
     RUNNING = "RUNNING"
     SUCCEEDED = "SUCCEEDED"
@@ -39,7 +46,8 @@ FINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CAN
 
 
 class Stage(StrEnum):
-    ACCEPTED = "accepted"  # stored and validated; no create request in flight
+    QUEUED = "queued"  # stored and validated, waiting in the admission queue for a running slot of its model
+    ACCEPTED = "accepted"  # holds a running slot; no create request in flight
     CREATING = "creating"  # a create request is (or was) in flight
     CREATE_UNKNOWN = "create_unknown"  # the create got no answer: a task may exist
     SUBMITTED = "submitted"  # DashScope has the task; the state machine polls it
@@ -49,6 +57,11 @@ class Stage(StrEnum):
 
 # Which (status, stage) pairs may follow which. Same-state "transitions" are how polls record fresh provider data.
 _ALLOWED: dict[tuple[JobStatus, Stage], set[tuple[JobStatus, Stage]]] = {
+    (JobStatus.QUEUED, Stage.QUEUED): {
+        (JobStatus.PENDING, Stage.ACCEPTED),
+        (JobStatus.FAILED, Stage.DONE),
+        (JobStatus.CANCELED, Stage.DONE),
+    },
     (JobStatus.PENDING, Stage.ACCEPTED): {
         (JobStatus.PENDING, Stage.CREATING),
         (JobStatus.FAILED, Stage.DONE),
@@ -87,6 +100,11 @@ _ALLOWED: dict[tuple[JobStatus, Stage], set[tuple[JobStatus, Stage]]] = {
 
 class TransitionRefused(Exception):
     """The job is not in a state where this change is allowed (usually: it already moved on)."""
+
+
+class Priority(StrEnum):
+    NORMAL = "normal"
+    HIGH = "high"  # goes ahead of every normal job of its model in the admission queue
 
 
 class Source(StrEnum):
@@ -152,8 +170,8 @@ class Job(BaseModel):
     model_config = ConfigDict(validate_assignment=True)
 
     job_id: str
-    status: JobStatus = JobStatus.PENDING
-    stage: Stage = Stage.ACCEPTED
+    status: JobStatus = JobStatus.QUEUED
+    stage: Stage = Stage.QUEUED
     source: Source
     owner: str | None = None  # the IAM principal that created it (wanflow.callers); None for jobs from before
     model: str
@@ -164,14 +182,18 @@ class Job(BaseModel):
     output: Output | None = None
     error: JobError | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
+    priority: Priority = Priority.NORMAL
     created_at: datetime = Field(default_factory=utc_now)
     updated_at: datetime = Field(default_factory=utc_now)
+    queued_at: datetime | None = None  # entered the admission queue (None for jobs from before the queue)
+    submitted_at: datetime | None = None  # DashScope accepted its task
     completed_at: datetime | None = None
 
     # wanflow's bookkeeping, never shown to users
     request_fingerprint: str = ""
     origin: str | None = None  # "s3://bucket/key#version" for intake jobs
     create_attempted_at: datetime | None = None
+    granted_at: datetime | None = None  # given a running slot of its model (wanflow.usecases.admission)
     deadline_at: datetime | None = None
     polls: int = 0
     notification: Notification = Notification.NONE
@@ -195,8 +217,14 @@ class Job(BaseModel):
         self.advance(JobStatus.FAILED, Stage.DONE)
         self.error = JobError(code=code, message=message, provider_request_id=provider_request_id)
 
-    def public_view(self, output_url: str | None = None) -> dict[str, Any]:
-        """The job as docs/product.md section 2 shows it."""
+    @property
+    def queue_rank(self) -> str:
+        """Its place in its model's admission queue, as a string that sorts: high priority first, then oldest."""
+        band = 0 if self.priority is Priority.HIGH else 1
+        return f"{band}#{rfc3339(self.queued_at or self.created_at)}#{self.job_id}"
+
+    def public_view(self, output_url: str | None = None, queue: dict[str, int] | None = None) -> dict[str, Any]:
+        """The job as docs/product.md section 2 shows it; `queue` is its place in the queue while QUEUED."""
         view: dict[str, Any] = {
             "job_id": self.job_id,
             "status": self.status.value,
@@ -212,12 +240,27 @@ class Job(BaseModel):
             "created_at": rfc3339(self.created_at),
             "updated_at": rfc3339(self.updated_at),
             "completed_at": rfc3339(self.completed_at) if self.completed_at else None,
+            "priority": self.priority.value,
+            "queue": queue if self.status is JobStatus.QUEUED else None,
+            "queued_at": _optional_time(self.queued_at),
+            "submitted_at": _optional_time(self.submitted_at),
+            "finished_at": _optional_time(self.completed_at),
         }
         if self.output is not None and self.status is JobStatus.SUCCEEDED:
             view["output"] = self.output.model_dump()
             if output_url:
                 view["output"]["url"] = output_url
         return view
+
+
+def model_of(job: Job) -> str:
+    """The canonical model name running slots and queues are kept under (an alias shares its model's)."""
+    spec = find_model(job.model)
+    return spec.name if spec is not None else job.model
+
+
+def _optional_time(moment: datetime | None) -> str | None:
+    return rfc3339(moment) if moment else None
 
 
 TASK_VALIDITY = timedelta(hours=24)  # DashScope forgets task ids and video URLs after 24 hours

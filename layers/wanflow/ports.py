@@ -70,8 +70,19 @@ class JobRepository:
         """Jobs that ended (any final status) and were created at or after `since` (RFC 3339)."""
         raise NotImplementedError
 
-    def created_between(self, start: str, end: str) -> list[Job]:
-        """Jobs created in [start, end] (RFC 3339 strings), for matching DashScope tasks to jobs."""
+    def holding_task(self, task_id: str) -> str | None:
+        """The id of the job that records DashScope task `task_id`, if any."""
+        raise NotImplementedError
+
+    def queued(self, model: str, *, limit: int) -> list[Job]:
+        """The first `limit` QUEUED jobs of `model` (its canonical name), in queue order (`Job.queue_rank`).
+
+        May lag a write by a moment (an index): callers re-read a job before acting on it.
+        """
+        raise NotImplementedError
+
+    def count_queued_ahead(self, model: str, queue_rank: str) -> int:
+        """How many QUEUED jobs of `model` are ahead of `queue_rank` in its queue."""
         raise NotImplementedError
 
     def update(self, job_id: str, change: Callable[[Job], None]) -> Job:
@@ -131,10 +142,10 @@ class ObjectStorage(Protocol):
 
 
 class WorkflowEngine(Protocol):
-    """Step Functions: one poll-loop execution per job, named after the job so that it can never run twice."""
+    """Step Functions: one execution per job, named after the job so that it can never run twice."""
 
-    def start_polling(self, job_id: str, first_wait_seconds: int) -> bool:
-        """Start the job's poll loop; False if it already has one."""
+    def start_job(self, job_id: str) -> bool:
+        """Start the job's execution (create its task, then poll it); False if it already has one."""
         ...
 
     def execution_status(self, job_id: str) -> str | None:
@@ -142,6 +153,39 @@ class WorkflowEngine(Protocol):
         ...
 
     def stop_polling(self, job_id: str, cause: str) -> None: ...
+
+
+class RunningSlots(Protocol):
+    """Each model's running slots: the jobs that hold one (a task at DashScope, or about to be created).
+
+    A slot is held by a job id, so granting it to the same job twice holds one slot, never two.
+    """
+
+    def claim(self, model: str, job_id: str, slots: int) -> bool:
+        """Give `job_id` one of `model`'s `slots` slots; True if it holds one now (also if it already did)."""
+        ...
+
+    def release(self, model: str, job_id: str) -> bool:
+        """Free `job_id`'s slot; True if it held one."""
+        ...
+
+    def holders(self, model: str) -> set[str]: ...
+
+    def record_run(self, model: str, seconds: float) -> None:
+        """Remember how long one of `model`'s tasks held its slot (for queue ETAs)."""
+        ...
+
+    def typical_run_seconds(self, model: str) -> float | None:
+        """The recent average of recorded runs; None before the first."""
+        ...
+
+
+class RateLimiter(Protocol):
+    def reserve(self, key: str, per_second: float, *, max_wait_seconds: float) -> float | None:
+        """Reserve the next turn for `key` at `per_second` turns per second. Returns the seconds to wait before
+        using it (0.0: now), or None when the next free turn is more than `max_wait_seconds` away (then nothing
+        is reserved)."""
+        ...
 
 
 class Notifier(Protocol):

@@ -71,6 +71,8 @@ class JobRequest(_Strict):
     input: JobInput
     parameters: JobParameters = Field(default_factory=JobParameters)
     metadata: dict[str, str] = Field(default_factory=dict)
+    # wanflow's own: a high-priority job goes ahead of the normal ones of its model in the admission queue.
+    priority: Literal["normal", "high"] = "normal"
 
     @property
     def spec(self) -> ModelSpec:

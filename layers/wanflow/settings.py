@@ -23,9 +23,11 @@ _ENVIRONMENT = {
     "WANFLOW_DEFAULT_MODEL": "default_model",
     "WANFLOW_POLL_INTERVAL_SECONDS": "poll_interval_seconds",
     "DASHSCOPE_BASE_URL": "dashscope_base_url",
-    "WANFLOW_INTAKE_CONCURRENCY": "intake_concurrency",
     "WANFLOW_RECONCILE_AFTER_SECONDS": "reconcile_after_seconds",
-    "WANFLOW_CREATE_RETRY_SECONDS": "create_retry_seconds",
+    "WANFLOW_ADMISSION_TABLE": "admission_table",
+    "WANFLOW_MODEL_SLOTS": "model_slots",
+    "WANFLOW_QUERY_BUDGET_RPS": "query_budget_rps",
+    "WANFLOW_SEAL_SECRET_ARN": "seal_secret_arn",
     "WANFLOW_ADMIN_PRINCIPALS": "admin_principals",
     "WANFLOW_INTAKE_MAX_RECEIVES": "intake_max_receives",
     "WANFLOW_THROTTLED_WAIT_CAP_SECONDS": "throttled_wait_cap_seconds",
@@ -51,13 +53,18 @@ class Settings(BaseModel):
     # The longest wait between two queries of a task DashScope keeps throttling (wanflow.usecases.poll).
     throttled_wait_cap_seconds: int = Field(default=300, ge=1, le=3600)
     dashscope_base_url: str = ""
-    intake_concurrency: int = Field(default=2, ge=1)  # the intake function's maximum concurrency
+    # Running slots and paced turns of the admission queue (wanflow.usecases.admission), one table per stack.
+    admission_table: str = ""
+    # Running slots per model where the account's quota differs from the capability table: "wan2.6-i2v=10,...".
+    model_slots: dict[str, int] = Field(default_factory=dict)
+    # DashScope task queries per second for the whole deployment, below the account's 20/s for other users of the key.
+    query_budget_rps: float = Field(default=15, gt=0, le=1000)
+    # The secret the poll step seals a video URL with before handing it to the finalizer (wanflow.sealing).
+    seal_secret_arn: str = ""
     # The intake queue's maxReceiveCount: on a message's last receive, an object that still fails gets a FAILED job.
     intake_max_receives: int = Field(default=5, ge=1)
     # How long after an unanswered create the sweeper looks for its task: DashScope's task list may lag a create.
     reconcile_after_seconds: int = Field(default=120, ge=0)
-    # How long a create may wait out throttling before the caller is told (the API answers within its timeout).
-    create_retry_seconds: float = Field(default=3.0, ge=0)
     # Output video URLs handed to users are short-lived on purpose.
     output_url_ttl_seconds: int = 3600
     # Presigned URLs from which DashScope fetches s3:// inputs; it may fetch them only when the task starts.
@@ -72,6 +79,26 @@ class Settings(BaseModel):
     @property
     def admins(self) -> tuple[str, ...]:
         return tuple(entry.strip() for entry in self.admin_principals.split(",") if entry.strip())
+
+    def slots_for(self, model: str) -> int:
+        """`model`'s running slots (canonical name): the deployment's override, else the capability table's."""
+        return self.model_slots.get(model) or MODELS[model].max_running
+
+    @field_validator("model_slots", mode="before")
+    @classmethod
+    def _parse_slots(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        slots: dict[str, int] = {}
+        for entry in filter(None, (part.strip() for part in value.split(","))):
+            model, separator, count = entry.partition("=")
+            model, count = model.strip(), count.strip()
+            if not separator or model not in MODELS or not count.isascii() or not count.isdigit() or int(count) < 1:
+                raise ValueError(
+                    f"{entry!r} is not <model>=<slots> with a known model (one of {', '.join(MODELS)}) and slots >= 1"
+                )
+            slots[model] = int(count)
+        return slots
 
     @field_validator("dashscope_region")
     @classmethod

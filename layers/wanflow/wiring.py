@@ -15,6 +15,8 @@ from wanflow.adapters import boto
 from wanflow.adapters.job_table import JobTable
 from wanflow.adapters.notifier import SnsNotifier
 from wanflow.adapters.objects import S3Objects
+from wanflow.adapters.rate_limits import DynamoRateLimiter
+from wanflow.adapters.running_slots import DynamoRunningSlots
 from wanflow.adapters.workflow import StepFunctionsWorkflow
 from wanflow.errors import WanflowError
 from wanflow.ports import DashScopeApi
@@ -27,6 +29,7 @@ def dependencies() -> Dependencies:
     """The process's adapters, built on first use from the environment."""
     redaction.install()
     settings = get_settings()
+    admission_table = boto.dynamodb_table(settings.admission_table)
     return Dependencies(
         settings=settings,
         jobs=JobTable(boto.dynamodb_table(settings.jobs_table)),
@@ -35,6 +38,9 @@ def dependencies() -> Dependencies:
         notifier=SnsNotifier(boto.sns(), settings.topic_arn),
         dashscope_client=functools.partial(dashscope_from_secret, settings),
         cursor_key=functools.partial(cursor_key_from_secret, settings),
+        slots=DynamoRunningSlots(admission_table),
+        limiter=DynamoRateLimiter(admission_table),
+        seal_key=functools.partial(seal_key_from_secret, settings),
     )
 
 
@@ -81,6 +87,19 @@ def cursor_key_from_secret(settings: Settings) -> bytes:
     secret: Any = get_secret(settings.cursor_secret_arn, max_age=300)  # bytes for a SecretBinary
     value = secret if isinstance(secret, bytes) else str(secret).encode()
     return hashlib.sha256(b"wanflow-cursor\x00" + value).digest()
+
+
+def seal_key_from_secret(settings: Settings) -> bytes:
+    """The key video URLs are sealed with between the poll and finalize steps (cached, rotation-aware: a token
+    sealed before a rotation fails to open and the finalizer asks DashScope for the URL instead)."""
+    from aws_lambda_powertools.utilities.parameters import get_secret
+
+    from wanflow.sealing import derive_key
+
+    if not settings.seal_secret_arn:
+        raise WanflowError("WANFLOW_SEAL_SECRET_ARN is not set; video URLs cannot be sealed", code="ConfigurationError")
+    secret: Any = get_secret(settings.seal_secret_arn, max_age=300)
+    return derive_key(secret if isinstance(secret, bytes) else str(secret), "video-url")
 
 
 def api_key_from_secret(secret: str | bytes | dict[str, Any]) -> str:

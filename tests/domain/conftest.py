@@ -15,9 +15,9 @@ def world() -> FakeWorld:
 
 @pytest.fixture
 def submitted(world: FakeWorld) -> Job:
-    """A job from the API whose task DashScope has accepted (PENDING) and whose poll loop runs."""
+    """A job from the API, granted a slot at once, whose execution's create step DashScope accepted (PENDING)."""
     from wanflow.usecases.submit import submit_api_job
 
     job, created = submit_api_job(world.deps, sample_job_body(), idempotency_key=None, caller=caller())
     assert created
-    return job
+    return world.run_create_step(job.job_id)

@@ -10,13 +10,14 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from wanflow.callers import Caller
-from wanflow.jobs import FINAL_STATUSES, Job, JobStatus, rfc3339
+from wanflow.jobs import FINAL_STATUSES, Job, JobStatus, model_of, rfc3339
 from wanflow.ports import JobRepository, StoredObject, VersionConflict
 from wanflow.settings import Settings
 from wanflow.tasks import TaskInfo, TaskPage, TaskStatus, TaskSummary
@@ -28,16 +29,18 @@ class InMemoryJobTable(JobRepository):
 
     def __init__(self) -> None:
         self._docs: dict[str, tuple[int, str]] = {}  # job_id -> (version, job JSON)
+        self._lock = threading.RLock()  # conditional writes are atomic, as DynamoDB's are
         self.writes = 0
         # Called before each save: a test can change the stored job here to play a concurrent writer.
         self.before_save: Callable[[Job], None] | None = None
 
     def create(self, job: Job) -> bool:
-        if job.job_id in self._docs:
-            return False
-        self._docs[job.job_id] = (job.version, job.model_dump_json())
-        self.writes += 1
-        return True
+        with self._lock:
+            if job.job_id in self._docs:
+                return False
+            self._docs[job.job_id] = (job.version, job.model_dump_json())
+            self.writes += 1
+            return True
 
     def get(self, job_id: str) -> Job | None:
         stored = self._docs.get(job_id)
@@ -51,13 +54,14 @@ class InMemoryJobTable(JobRepository):
         if self.before_save is not None:
             hook, self.before_save = self.before_save, None
             hook(job)
-        current = self._docs.get(job.job_id)
-        if current is None or current[0] != job.version:
-            raise VersionConflict(job.job_id)
-        job.version += 1
-        self._docs[job.job_id] = (job.version, job.model_dump_json())
-        self.writes += 1
-        return job
+        with self._lock:
+            current = self._docs.get(job.job_id)
+            if current is None or current[0] != job.version:
+                raise VersionConflict(job.job_id)
+            job.version += 1
+            self._docs[job.job_id] = (job.version, job.model_dump_json())
+            self.writes += 1
+            return job
 
     def put(self, job: Job) -> None:
         """Store `job` as it is, whatever is there (tests set up a job in a given state this way)."""
@@ -70,7 +74,7 @@ class InMemoryJobTable(JobRepository):
         del self._docs[job.job_id]
 
     def all(self) -> list[Job]:
-        return [job for job_id in self._docs if (job := self.get(job_id)) is not None]
+        return [job for job_id in list(self._docs) if (job := self.get(job_id)) is not None]
 
     def page(
         self,
@@ -103,8 +107,18 @@ class InMemoryJobTable(JobRepository):
     def finished_since(self, since: str) -> list[Job]:
         return [job for job in self.all() if job.status in FINAL_STATUSES and _stamp(job) >= since]
 
-    def created_between(self, start: str, end: str) -> list[Job]:
-        return [job for job in self.all() if start <= _stamp(job) <= end]
+    def holding_task(self, task_id: str) -> str | None:
+        return next((job.job_id for job in self.all() if job.provider.task_id == task_id), None)
+
+    def queued(self, model: str, *, limit: int) -> list[Job]:
+        return self._queue(model)[:limit]
+
+    def count_queued_ahead(self, model: str, queue_rank: str) -> int:
+        return sum(1 for job in self._queue(model) if job.queue_rank < queue_rank)
+
+    def _queue(self, model: str) -> list[Job]:
+        queued = (job for job in self.all() if job.status is JobStatus.QUEUED and model_of(job) == model)
+        return sorted(queued, key=lambda job: job.queue_rank)
 
 
 def _stamp(job: Job) -> str:
@@ -170,7 +184,7 @@ class InMemoryObjects:
 
 
 class RecordingWorkflow:
-    """Executions by job id, with their status; `fail_starts` makes start_polling raise."""
+    """Executions by job id, with their status; `fail_starts` makes start_job raise."""
 
     def __init__(self) -> None:
         self.executions: dict[str, str] = {}  # job_id -> RUNNING | SUCCEEDED | ABORTED ...
@@ -178,7 +192,7 @@ class RecordingWorkflow:
         self.stopped: list[str] = []
         self.fail_starts = False
 
-    def start_polling(self, job_id: str, first_wait_seconds: int) -> bool:
+    def start_job(self, job_id: str) -> bool:
         if self.fail_starts:
             raise RuntimeError("Step Functions unavailable")
         if job_id in self.executions:
@@ -194,6 +208,45 @@ class RecordingWorkflow:
         if job_id in self.executions:
             self.executions[job_id] = "ABORTED"
         self.stopped.append(job_id)
+
+
+class InMemoryRunningSlots:
+    """Each model's slot holders in a set, as the DynamoDB item keeps them; `claims` counts claim calls."""
+
+    def __init__(self) -> None:
+        self._holders: dict[str, set[str]] = {}
+        self._runs: dict[str, list[float]] = {}
+        self._lock = threading.Lock()
+        self.claims = 0
+
+    def claim(self, model: str, job_id: str, slots: int) -> bool:
+        with self._lock:
+            self.claims += 1
+            holders = self._holders.setdefault(model, set())
+            if job_id in holders or len(holders) < slots:
+                holders.add(job_id)
+                return True
+            return False
+
+    def release(self, model: str, job_id: str) -> bool:
+        with self._lock:
+            holders = self._holders.get(model, set())
+            if job_id not in holders:
+                return False
+            holders.discard(job_id)
+            return True
+
+    def holders(self, model: str) -> set[str]:
+        with self._lock:
+            return set(self._holders.get(model, set()))
+
+    def record_run(self, model: str, seconds: float) -> None:
+        with self._lock:
+            self._runs.setdefault(model, []).append(seconds)
+
+    def typical_run_seconds(self, model: str) -> float | None:
+        runs = self._runs.get(model, [])[-20:]
+        return sum(runs) / len(runs) if runs else None
 
 
 class RecordingNotifier:
@@ -336,7 +389,6 @@ def fake_settings(**overrides: Any) -> Settings:
         "state_machine_arn": "arn:aws:states:ap-southeast-1:123456789012:stateMachine:wanflow",
         "dashscope_secret_arn": "arn:aws:secretsmanager:ap-southeast-1:123456789012:secret:dashscope",
         "poll_interval_seconds": 15,
-        "create_retry_seconds": 3.0,
     }
     values.update(overrides)
     return Settings.model_validate(values)
@@ -344,8 +396,8 @@ def fake_settings(**overrides: Any) -> Settings:
 
 @dataclass
 class FakeWorld:
-    """Every fake, wired together as `Dependencies`, with a clock for the create ride-out that only moves when
-    something sleeps on it."""
+    """Every fake, wired together as `Dependencies`, with a clock (for paced turns) that only moves when something
+    sleeps on it."""
 
     settings: Settings = field(default_factory=fake_settings)
     jobs: InMemoryJobTable = field(default_factory=InMemoryJobTable)
@@ -353,12 +405,34 @@ class FakeWorld:
     workflow: RecordingWorkflow = field(default_factory=RecordingWorkflow)
     notifier: RecordingNotifier = field(default_factory=RecordingNotifier)
     dashscope: FakeDashScope = field(default_factory=FakeDashScope)
+    slots: InMemoryRunningSlots = field(default_factory=InMemoryRunningSlots)
     now: float = 0.0
     sleeps: list[float] = field(default_factory=list)
+    limiter: InMemoryRateLimiter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.limiter = InMemoryRateLimiter(clock=lambda: self.now)
 
     def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
         self.now += seconds
+
+    def run_create_step(self, job_id: str) -> Job:
+        """What the job's execution does first once granted (Step Functions' CreateTask step); the job after it."""
+        from wanflow.events import PollState
+        from wanflow.usecases.submit import create_task_step
+
+        create_task_step(self.deps, job_id, PollState(next="submit"))
+        job = self.jobs.get(job_id)
+        assert job is not None
+        return job
+
+    def run_started_create_steps(self) -> list[Job]:
+        """The create step of every execution started whose job has not been created yet."""
+        from wanflow.jobs import Stage
+
+        waiting = [job for job_id in self.workflow.started if (job := self.jobs.get(job_id)) is not None]
+        return [self.run_create_step(job.job_id) for job in waiting if job.stage is Stage.ACCEPTED]
 
     @property
     def deps(self) -> Dependencies:
@@ -370,6 +444,9 @@ class FakeWorld:
             notifier=self.notifier,
             dashscope_client=lambda: self.dashscope,
             cursor_key=lambda: b"fake cursor key",
+            slots=self.slots,
+            limiter=self.limiter,
+            seal_key=lambda: hashlib.sha256(b"fake seal key").digest(),
             monotonic=lambda: self.now,
             sleep=self.sleep,
         )

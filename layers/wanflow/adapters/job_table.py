@@ -12,13 +12,17 @@ from typing import TYPE_CHECKING, Any
 from boto3.dynamodb.conditions import ConditionBase, Key
 from botocore.exceptions import ClientError
 
-from wanflow.jobs import Job, JobStatus, rfc3339
+from wanflow.errors import QueueUnavailable
+from wanflow.jobs import Job, JobStatus, model_of, rfc3339
 from wanflow.ports import JobRepository, VersionConflict
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.service_resource import Table
 
 RECORD_TYPE = "job"
+_THROTTLING_CODES = frozenset(
+    {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded", "InternalServerError"}
+)
 KEEP_FINISHED_JOBS = timedelta(days=90)  # TTL: finished jobs are deleted this long after they end
 
 
@@ -34,6 +38,8 @@ class JobTable(JobRepository):
         except ClientError as exc:
             if _is_condition_failure(exc):
                 return False
+            if exc.response.get("Error", {}).get("Code") in _THROTTLING_CODES:
+                raise QueueUnavailable("the job queue is busy and could not take the job; send it again") from None
             raise
         return True
 
@@ -98,9 +104,31 @@ class JobTable(JobRepository):
         final = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED)
         return [job for status in final for job in self._with_status(status, since=since)]
 
-    def created_between(self, start: str, end: str) -> list[Job]:
-        condition = Key("record_type").eq(RECORD_TYPE) & Key("created_at").between(start, end)
-        return self._query_all({"IndexName": "by_created", "KeyConditionExpression": condition})
+    def holding_task(self, task_id: str) -> str | None:
+        page = self._table.query(IndexName="by_task", KeyConditionExpression=Key("task_id").eq(task_id), Limit=1)
+        items = page.get("Items", [])
+        return str(items[0]["job_id"]) if items else None
+
+    def queued(self, model: str, *, limit: int) -> list[Job]:
+        page = self._table.query(
+            IndexName="by_queue", KeyConditionExpression=Key("queue_model").eq(model), Limit=max(1, limit)
+        )
+        jobs = (self.get(str(item["job_id"])) for item in page.get("Items", []))  # the index keeps keys only
+        return [job for job in jobs if job is not None]
+
+    def count_queued_ahead(self, model: str, queue_rank: str) -> int:
+        query: dict[str, Any] = {
+            "IndexName": "by_queue",
+            "KeyConditionExpression": Key("queue_model").eq(model) & Key("queue_rank").lt(queue_rank),
+            "Select": "COUNT",
+        }
+        count = 0
+        while True:
+            page = self._table.query(**query)
+            count += int(page.get("Count", 0))
+            if "LastEvaluatedKey" not in page:
+                return count
+            query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def _with_status(self, status: JobStatus, *, since: str | None = None) -> list[Job]:
         condition: ConditionBase = Key("status").eq(status.value)
@@ -130,6 +158,11 @@ class JobTable(JobRepository):
         if job.owner is not None:
             item["owner"] = job.owner
             item["owner_status"] = _owner_status(job.owner, job.status)
+        if job.status is JobStatus.QUEUED:  # the sparse queue index holds queued jobs only
+            item["queue_model"] = model_of(job)
+            item["queue_rank"] = job.queue_rank
+        if job.provider.task_id is not None:
+            item["task_id"] = job.provider.task_id
         if job.completed_at is not None:
             item["expires_at"] = int((job.completed_at + KEEP_FINISHED_JOBS).timestamp())
         return item

@@ -25,8 +25,8 @@ class StepFunctionsWorkflow:
         self._sfn = stepfunctions
         self._state_machine_arn = state_machine_arn
 
-    def start_polling(self, job_id: str, first_wait_seconds: int) -> bool:
-        state = ExecutionInput(job_id=job_id, poll=PollState(next="wait", wait_seconds=first_wait_seconds))
+    def start_job(self, job_id: str) -> bool:
+        state = ExecutionInput(job_id=job_id, poll=PollState(next="submit"))
         try:
             self._sfn.start_execution(
                 stateMachineArn=self._state_machine_arn, name=job_id, input=state.model_dump_json(exclude_none=True)

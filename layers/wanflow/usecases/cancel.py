@@ -1,4 +1,5 @@
-"""`POST /v1/jobs/{id}/cancel`: a job not yet at DashScope ends at once; a PENDING task is canceled there first."""
+"""`POST /v1/jobs/{id}/cancel`: a job not yet at DashScope (queued, or holding a slot before its create) ends at
+once without any DashScope call; a PENDING task is canceled there first."""
 
 from __future__ import annotations
 
@@ -14,8 +15,14 @@ def cancel_job(deps: Dependencies, job_id: str, caller: Caller) -> Job:
     job = require_job(deps, job_id, caller)
     if job.status.is_final:
         raise Conflict(f"job {job_id} already ended as {job.status.value}")
-    if job.stage is Stage.ACCEPTED:
-        return ending.end(deps, job_id, lambda current: current.advance(JobStatus.CANCELED, Stage.DONE))
+    if job.stage in (Stage.QUEUED, Stage.ACCEPTED):
+        ended = ending.end(deps, job_id, lambda current: current.advance(JobStatus.CANCELED, Stage.DONE))
+        if ended.status is not JobStatus.CANCELED:
+            return cancel_job(deps, job_id, caller)  # it moved on meanwhile (granted, or created): cancel it there
+        if job.stage is Stage.ACCEPTED:
+            # Its execution was about to create the task (its create step would see the job ended and stop).
+            deps.workflow.stop_polling(job_id, "canceled by the user")
+        return ended
     if job.stage is not Stage.SUBMITTED or job.status is not JobStatus.PENDING or not job.provider.task_id:
         raise Conflict(f"job {job_id} can no longer be canceled: DashScope is already working on it")
     try:

@@ -9,7 +9,15 @@ from dataclasses import dataclass
 from wanflow.callers import Caller
 from wanflow.errors import NotFound
 from wanflow.jobs import Job
-from wanflow.ports import DashScopeApi, JobRepository, Notifier, ObjectStorage, WorkflowEngine
+from wanflow.ports import (
+    DashScopeApi,
+    JobRepository,
+    Notifier,
+    ObjectStorage,
+    RateLimiter,
+    RunningSlots,
+    WorkflowEngine,
+)
 from wanflow.settings import Settings
 
 
@@ -24,6 +32,11 @@ class Dependencies:
     dashscope_client: Callable[[], DashScopeApi]
     # The key list cursors are signed with (wanflow.cursors); a factory, read from Secrets Manager on first use.
     cursor_key: Callable[[], bytes]
+    # Each model's running slots (wanflow.usecases.admission) and the deployment's paced turns (usecases.pacing).
+    slots: RunningSlots
+    limiter: RateLimiter
+    # The key video URLs are sealed with between the poll and finalize steps (wanflow.sealing); a factory too.
+    seal_key: Callable[[], bytes]
     monotonic: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
 

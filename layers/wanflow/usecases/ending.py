@@ -13,6 +13,7 @@ from typing import Any
 from wanflow.errors import JobErrorCode
 from wanflow.events import CaughtError, StepError
 from wanflow.jobs import Job, JobStatus, Notification, Stage, TransitionRefused
+from wanflow.usecases import admission
 from wanflow.usecases.context import Dependencies, require_job
 from wanflow.usecases.views import job_view, output_key
 
@@ -52,6 +53,8 @@ def end(deps: Dependencies, job_id: str, change: Callable[[Job], None]) -> Job:
         job = deps.jobs.update(job_id, change)
     except TransitionRefused:
         job = require_job(deps, job_id)  # it ended some other way meanwhile
+    else:
+        admission.job_ended(deps, job)  # a slot it still held goes to the next queued job
     return publish_once(deps, job)
 
 

@@ -5,25 +5,34 @@ A repeated run (a Step Functions retry, the sweeper) skips whatever an earlier r
 
 from __future__ import annotations
 
+import logging
+
+from wanflow import sealing
 from wanflow.errors import JobErrorCode, JobFailure, RetryLaterError, TransientError
 from wanflow.events import StepError
 from wanflow.jobs import Job, JobStatus, Output, Stage, TransitionRefused, utc_now
 from wanflow.ports import StoredObject
 from wanflow.tasks import TaskInfo, TaskStatus
-from wanflow.usecases import ending
+from wanflow.usecases import ending, pacing
 from wanflow.usecases.context import Dependencies, require_job
 from wanflow.usecases.views import output_key
 
+logger = logging.getLogger(__name__)
 
-def finalize_job(deps: Dependencies, job_id: str) -> Job:
-    """Finalize, or end the job FAILED with its precise code when nothing a retry could do would help."""
+
+def finalize_job(deps: Dependencies, job_id: str, sealed_video_url: str | None = None) -> Job:
+    """Finalize, or end the job FAILED with its precise code when nothing a retry could do would help.
+
+    `sealed_video_url` is the URL the poll step saw (wanflow.sealing); without it, or when it no longer works, the
+    finalizer asks DashScope for the task's URL itself.
+    """
     try:
-        return finalize(deps, job_id)
+        return finalize(deps, job_id, sealed_video_url)
     except JobFailure as failure:  # an expired URL, a task DashScope no longer knows
         return ending.record_failure(deps, job_id, StepError(code=failure.code, message=failure.message))
 
 
-def finalize(deps: Dependencies, job_id: str) -> Job:
+def finalize(deps: Dependencies, job_id: str, sealed_video_url: str | None = None) -> Job:
     """Store the video (unless stored already) and end the job SUCCEEDED; JobFailure if it never can be."""
     job = require_job(deps, job_id)
     if job.status is JobStatus.SUCCEEDED:
@@ -33,21 +42,34 @@ def finalize(deps: Dependencies, job_id: str) -> Job:
     if job.stage is not Stage.FINALIZING:
         raise JobFailure(JobErrorCode.INTERNAL_ERROR, f"job is {job.status}/{job.stage}, not finalizing")
     if job.output is None:
-        stored = _store_video(deps, job)
+        stored = _store_video(deps, job, sealed_video_url)
         job = deps.jobs.update(job_id, lambda current: _record_output(current, stored))
     return ending.end(deps, job_id, lambda current: current.advance(JobStatus.SUCCEEDED, Stage.DONE))
 
 
-def _store_video(deps: Dependencies, job: Job) -> StoredObject:
+def _store_video(deps: Dependencies, job: Job, sealed_video_url: str | None) -> StoredObject:
     key = output_key(job, "mp4")
     bucket = deps.settings.output_bucket
     head = deps.objects.head(bucket, key)
     if head is not None and head.get("Metadata", {}).get("job-id") == job.job_id:
         # An earlier run stored it but died before recording it (multipart uploads appear whole or not at all).
         return StoredObject(f"s3://{bucket}/{key}", head["ContentLength"], deps.objects.sha256_of(bucket, key))
+    seen_url = _unsealed(deps, job.job_id, sealed_video_url)
+    if seen_url is not None:
+        try:
+            return _copy(deps, job, seen_url, bucket, key)
+        except JobFailure as failure:
+            if failure.code != JobErrorCode.VIDEO_URL_EXPIRED:
+                raise
+            # DashScope may have issued a newer URL: the task itself says whether the video is really gone.
+            logger.warning("the video URL the poll saw no longer works; asking DashScope", extra={"job_id": job.job_id})
     task = _task_for_download(deps, job)
+    return _copy(deps, job, task.video_url or "", bucket, key)
+
+
+def _copy(deps: Dependencies, job: Job, url: str, bucket: str, key: str) -> StoredObject:
     return deps.objects.copy_url_to_s3(
-        task.video_url or "",
+        url,
         bucket,
         key,
         content_type="video/mp4",
@@ -55,8 +77,19 @@ def _store_video(deps: Dependencies, job: Job) -> StoredObject:
     )
 
 
+def _unsealed(deps: Dependencies, job_id: str, sealed_video_url: str | None) -> str | None:
+    if not sealed_video_url:
+        return None
+    try:
+        return sealing.unseal(deps.seal_key(), sealed_video_url, context=job_id)
+    except Exception:  # a token from another key (rotated) or tampered with: the task has the URL too
+        logger.warning("the sealed video URL could not be opened; asking DashScope", extra={"job_id": job_id})
+        return None
+
+
 def _task_for_download(deps: Dependencies, job: Job) -> TaskInfo:
     try:
+        pacing.query_turn_or_retry_later(deps)
         task = deps.dashscope.get_task(job.provider.task_id or "")
     except RetryLaterError as exc:
         raise TransientError(f"DashScope query failed: {exc.code}") from None

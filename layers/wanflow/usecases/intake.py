@@ -1,25 +1,21 @@
-"""A job from an object uploaded under `incoming/` (docs/product.md section 3), paced under the submit rate.
+"""A job from an object uploaded under `incoming/` (docs/product.md section 3), queued like an API job.
 
 One object version gives one job, however often S3 delivers its event. Input that can never work ends as a
-FAILED job with a notification; throttling raises RetryLaterError, so that SQS hands the message back later.
+FAILED job with a notification. DashScope's limits never stall the intake: the admission queue paces creates.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from wanflow.callers import ANONYMOUS, INCOMING_PREFIX, Caller, normalize_principal
-from wanflow.capabilities import ModelSpec
-from wanflow.errors import FieldError, InvalidRequest, JobErrorCode, RetryLaterError, ThrottledError
-from wanflow.jobs import Job, Provider, Source, Stage, derived_job_id, utc_now
-from wanflow.request import JobRequest, parse_json_text
+from wanflow.errors import FieldError, InvalidRequest, JobErrorCode
+from wanflow.jobs import Job, Provider, Source, derived_job_id, utc_now
+from wanflow.request import parse_json_text
 from wanflow.s3_events import S3Notification
-from wanflow.usecases import ending, submit
+from wanflow.usecases import admission, ending, submit
 from wanflow.usecases.context import Dependencies
 
 logger = logging.getLogger(__name__)
@@ -55,61 +51,15 @@ def objects_in_message(body: str) -> list[CreatedObject]:
     return objects_in_notification(S3Notification.model_validate_json(body))
 
 
-class SubmitPacer:
-    """Spaces creates so that all intake workers together stay under each model's DashScope submit rate.
+def start_intake_job(deps: Dependencies, created: CreatedObject, *, receive_count: int = 1) -> Job | None:
+    """Queue the job for one object (the admission queue submits it when its model has room).
 
-    Each of `concurrency` workers (the intake function's maximum concurrency) gets an equal share of a model's
-    requests-per-second budget. After a throttle the rest of the batch is handed back to SQS at once instead of
-    being tried into the same wall.
-    """
-
-    def __init__(
-        self,
-        concurrency: int,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self._concurrency = max(1, concurrency)
-        self._clock, self._sleep = clock, sleep
-        self._next_allowed: dict[str, float] = {}
-        self._throttled_until = 0.0
-        self._lock = threading.Lock()
-
-    def __call__(self, spec: ModelSpec) -> None:
-        """Wait for this model's next submit slot; RetryLaterError while the worker is throttled."""
-        with self._lock:
-            now = self._clock()
-            if now < self._throttled_until:
-                raise RetryLaterError(
-                    "DashScope throttled this worker moments ago; the message will be retried", code="WorkerPaused"
-                )
-            slot = max(now, self._next_allowed.get(spec.name, 0.0))
-            self._next_allowed[spec.name] = slot + self._concurrency / spec.submit_rps
-        if slot > now:
-            self._sleep(slot - now)
-
-    def throttled(self, retry_after_seconds: float | None) -> None:
-        with self._lock:
-            self._throttled_until = self._clock() + (retry_after_seconds or 5.0)
-
-
-def start_intake_job(
-    deps: Dependencies, created: CreatedObject, pacer: SubmitPacer, *, receive_count: int = 1
-) -> Job | None:
-    """Submit the job for one object at the worker's share of the submit rate.
-
-    RetryLaterError hands the message back to SQS (a stored job that is still waiting is the sweeper's to submit
-    if the message runs out of receives). Any other error is raised too, so that SQS tries again, except on the
-    message's last receive: then the object gets a FAILED job and its notification saying why, instead of
-    vanishing into the dead-letter queue unannounced.
+    An error is raised so that SQS hands the message back and it is tried again, except on the message's last
+    receive: then the object gets a FAILED job and its notification saying why, instead of vanishing into the
+    dead-letter queue unannounced.
     """
     try:
-        return submit_uploaded_object(deps, created, pace=pacer)
-    except ThrottledError as exc:  # DashScope's own 429, not this pacer's refusal
-        pacer.throttled(exc.retry_after_seconds)
-        raise
-    except RetryLaterError:
-        raise
+        return submit_uploaded_object(deps, created)
     except Exception as exc:
         if receive_count < deps.settings.intake_max_receives:
             raise
@@ -121,7 +71,7 @@ def _give_up(deps: Dependencies, created: CreatedObject, exc: Exception) -> Job 
     job_id = _job_id(created)
     existing = deps.jobs.get(job_id)
     if existing is not None:
-        return existing  # it exists: the sweeper repairs it (submits it, or ends it at its deadline)
+        return existing  # it is queued or further on: the queue and the sweeper take it from here
     message = (
         f"{_origin(created)} could not be processed in {deps.settings.intake_max_receives} attempts "
         f"({type(exc).__name__}); upload it again to retry"
@@ -137,10 +87,8 @@ def _origin(created: CreatedObject) -> str:
     return f"s3://{created.bucket}/{created.key}" + (f"#{created.version_id}" if created.version_id else "")
 
 
-def submit_uploaded_object(
-    deps: Dependencies, created: CreatedObject, *, pace: submit.Pace | None = None
-) -> Job | None:
-    """Start the job for one uploaded object under incoming/; None for objects that are only data.
+def submit_uploaded_object(deps: Dependencies, created: CreatedObject) -> Job | None:
+    """Queue the job for one uploaded object under incoming/; None for objects that are only data.
 
     The job belongs to the uploader, and may use as inputs objects under incoming/ and the uploader's own uploads.
     """
@@ -148,9 +96,7 @@ def submit_uploaded_object(
     job_id = _job_id(created)
     existing = deps.jobs.get(job_id)
     if existing is not None:
-        if existing.stage is not Stage.ACCEPTED:
-            return existing  # a duplicate event
-        return submit.submit(deps, existing, JobRequest.model_validate(existing.request), pace)
+        return existing  # a duplicate event
     origin = _origin(created)
     try:
         body = _intake_body(deps, bucket, key, version_id)
@@ -163,7 +109,8 @@ def submit_uploaded_object(
     job = submit.new_job(deps, job_id, request, body, Source.S3, owner=created.uploader, origin=origin)
     if not deps.jobs.create(job):
         return deps.jobs.get(job_id)
-    return submit.submit(deps, job, request, pace)
+    admission.admit(deps, job)
+    return job
 
 
 def _intake_body(deps: Dependencies, bucket: str, key: str, version_id: str | None) -> dict[str, Any] | None:

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 from datetime import timedelta
 
-from wanflow.errors import JobErrorCode, JobFailure, RetryLaterError, failure_reason_for_task
+from wanflow import sealing
+from wanflow.errors import JobErrorCode, RetryLaterError, failure_reason_for_task
 from wanflow.events import PollState, StepError
 from wanflow.jobs import Job, JobStatus, Stage, utc_now
 from wanflow.tasks import TaskInfo, TaskStatus
+from wanflow.usecases import admission, pacing
 from wanflow.usecases.context import Dependencies, require_job
 
 logger = logging.getLogger(__name__)
+
+# How long a poll waits in-Lambda for a turn under the query budget before the loop waits instead.
+MAX_QUERY_TURN_WAIT = 3.0
 
 
 def next_poll_wait(elapsed: timedelta, base_seconds: int) -> int:
@@ -45,16 +51,23 @@ def check_status(deps: Dependencies, job_id: str, previous: PollState) -> PollSt
 
     Throttling is never a failure: a query DashScope throttled, or did not answer, is asked once (a refused query
     still counts against the account) and the loop waits longer before the next one, for as long as the job has
-    time. Only a verdict (FAILED, CANCELED, UNKNOWN) or the job's deadline sends it down the failure path.
+    time. When the deployment's query budget has no turn free, the loop waits without asking. Only a verdict
+    (FAILED, CANCELED, UNKNOWN) or the job's deadline sends it down the failure path.
     """
     polls = previous.polls + 1
     job = require_job(deps, job_id)
     if job.status.is_final:
         return PollState(next="fail", polls=polls)  # canceled meanwhile: the failure step sees it is done
     if job.stage is Stage.FINALIZING:
-        return PollState(next="finalize", polls=polls)
+        return PollState(next="finalize", polls=polls, video=previous.video)
+    if job.stage is Stage.ACCEPTED:
+        return PollState(next="submit", polls=polls)  # holds its slot, not created yet: back to the create step
     if job.provider.task_id is None:
-        raise JobFailure(JobErrorCode.INTERNAL_ERROR, "the job has no DashScope task to poll")
+        # A create whose outcome is unknown: the sweeper reconciles it through DashScope's task list.
+        return PollState(next="wait", wait_seconds=deps.settings.poll_interval_seconds, polls=polls)
+    if not pacing.query_turn(deps, max_wait_seconds=MAX_QUERY_TURN_WAIT):
+        return PollState(next="wait", wait_seconds=budget_wait(deps.settings.poll_interval_seconds), polls=polls,
+                         throttled=previous.throttled)
     try:
         task = deps.dashscope.get_task(job.provider.task_id, attempts=1)
     except RetryLaterError as exc:
@@ -70,8 +83,10 @@ def check_status(deps: Dependencies, job_id: str, previous: PollState) -> PollSt
         )
         return PollState(next="wait", wait_seconds=wait, polls=polls, throttled=throttled)
     job = deps.jobs.update(job_id, lambda current: record_task(current, task, polls))
+    if task.status.is_terminal:
+        admission.task_ended(deps, job, succeeded=task.status is TaskStatus.SUCCEEDED)
     if task.status is TaskStatus.SUCCEEDED:
-        return PollState(next="finalize", polls=polls)
+        return PollState(next="finalize", polls=polls, video=_sealed_video_url(deps, job_id, task))
     if task.status.is_terminal:
         reason = failure_reason_for_task(task.status.value, task.code, task.message)
         error = StepError(
@@ -83,8 +98,27 @@ def check_status(deps: Dependencies, job_id: str, previous: PollState) -> PollSt
         return PollState(next="fail", polls=polls, error=error)
     if job.deadline_at is not None and utc_now() > job.deadline_at:
         return _past_deadline(polls)
-    wait = next_poll_wait(utc_now() - job.created_at, deps.settings.poll_interval_seconds)
+    wait = next_poll_wait(utc_now() - (job.submitted_at or job.created_at), deps.settings.poll_interval_seconds)
     return PollState(next="wait", wait_seconds=wait, polls=polls)
+
+
+def budget_wait(base_seconds: int) -> int:
+    """Seconds to wait when the query budget had no turn: about one interval, jittered so that the polls that
+    found it full spread out instead of coming back together."""
+    return max(1, round(max(1, base_seconds) * random.uniform(0.5, 1.5)))  # noqa: S311 (spreading, not secrecy)
+
+
+def _sealed_video_url(deps: Dependencies, job_id: str, task: TaskInfo) -> str | None:
+    """The finalizer downloads what the poll saw, without querying again; sealed, because the state machine keeps
+    its state in the execution history long after the URL's use. None if it cannot be sealed now (the finalizer
+    then queries for it)."""
+    if not task.video_url:
+        return None
+    try:
+        return sealing.seal(deps.seal_key(), task.video_url, context=job_id)
+    except Exception:
+        logger.warning("could not seal the video URL; the finalizer will query for it", exc_info=True)
+        return None
 
 
 def _past_deadline(polls: int) -> PollState:

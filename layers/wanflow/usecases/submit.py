@@ -1,22 +1,23 @@
-"""A job from `POST /v1/jobs`, and the create-at-most-once step every job goes through.
+"""A job from `POST /v1/jobs`, and the create-at-most-once step every job's execution starts with.
 
-Promises kept here (docs/product.md): bad input is refused before any money is spent; a job never gets a second
-DashScope task (a create whose outcome is unknown is only ever reconciled by the sweeper, never repeated).
+Promises kept here (docs/product.md): bad input is refused before anything is stored or paid for; a valid job is
+queued at once (wanflow.usecases.admission); a job never gets a second DashScope task (a create whose outcome is
+unknown is only ever reconciled by the sweeper, never repeated).
 """
 
 from __future__ import annotations
 
 import base64
 import logging
+import math
 import mimetypes
 import re
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 from wanflow.adapters.objects import parse_s3_uri
 from wanflow.callers import Caller, uploads_prefix
-from wanflow.capabilities import ModelSpec, estimate_cost_usd
+from wanflow.capabilities import estimate_cost_usd
 from wanflow.errors import (
     Conflict,
     FieldError,
@@ -29,6 +30,7 @@ from wanflow.jobs import (
     TASK_VALIDITY,
     Job,
     JobStatus,
+    Priority,
     Provider,
     Source,
     Stage,
@@ -39,25 +41,25 @@ from wanflow.jobs import (
     utc_now,
 )
 from wanflow.request import JobRequest, check_image_bytes, parse_job_request
-from wanflow.retry import exponential, honour_retry_after, jittered, retrying
+from wanflow.events import PollState
 from wanflow.tasks import TaskInfo
-from wanflow.usecases import ending
-from wanflow.usecases.context import Dependencies
+from wanflow.usecases import admission, ending, pacing
+from wanflow.usecases.context import Dependencies, require_job
 
 logger = logging.getLogger(__name__)
 
 JOB_DEADLINE = TASK_VALIDITY + timedelta(hours=1)
 _DATA_URI = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+);base64,(?P<payload>.*)$", re.DOTALL)
-
-# Waits for a model's turn under DashScope's submit rate (or raises RetryLaterError); see usecases.intake.
-Pace = Callable[[ModelSpec], None]
+# How long the create step waits in-Lambda for a turn under the model's submit rate before pausing in the state
+# machine instead.
+MAX_CREATE_TURN_WAIT = 5.0
 
 
 def submit_api_job(deps: Dependencies, body: Any, *, idempotency_key: str | None, caller: Caller) -> tuple[Job, bool]:
-    """Validate, store and submit a job from `POST /v1/jobs`; returns (job, created now).
+    """Validate a job from `POST /v1/jobs` and queue it; returns (job, queued now).
 
-    DashScope refusing or throttling the create raises its error and leaves no job behind, so that the
-    caller's retry (with the same Idempotency-Key) starts clean.
+    Nothing is refused for being busy: a valid job is stored QUEUED at once and submitted to DashScope when its
+    model has a free running slot (wanflow.usecases.admission). Bad input is refused before anything is stored.
     """
     job_id = derived_job_id("api", caller.arn, idempotency_key) if idempotency_key else new_job_id()
     if idempotency_key:
@@ -73,11 +75,8 @@ def submit_api_job(deps: Dependencies, body: Any, *, idempotency_key: str | None
             raise Conflict("a request with this Idempotency-Key is being processed; retry shortly")
         _check_same_request(existing, body)
         return existing, False
-    try:
-        return submit(deps, job, request), True
-    except (RetryLaterError, RejectedError):
-        deps.jobs.delete(deps.jobs.get(job_id) or job)
-        raise
+    admission.admit(deps, job)
+    return job, True
 
 
 def validate(deps: Dependencies, body: Any, caller: Caller, *, intake_upload: bool = False) -> JobRequest:
@@ -113,6 +112,7 @@ def new_job(
     now = utc_now()
     return Job(
         job_id=job_id,
+        priority=Priority(request.priority),
         source=source,
         owner=owner,
         model=request.model or spec.name,
@@ -126,79 +126,74 @@ def new_job(
         updated_at=now,
         request_fingerprint=fingerprint(body),
         origin=origin,
-        deadline_at=now + JOB_DEADLINE,
+        queued_at=now,
     )
 
 
-def submit(deps: Dependencies, job: Job, request: JobRequest, pace: Pace | None = None) -> Job:
-    """Create the DashScope task for an accepted job (at most once) and start its poll loop.
+def create_task_step(deps: Dependencies, job_id: str, previous: PollState) -> PollState:
+    """The execution's first step: create the DashScope task of a job that holds a running slot, at most once.
 
-    `pace` waits for this model's turn under DashScope's submit rate (or raises RetryLaterError) before
-    anything is claimed.
+    Returns what the state machine does next: poll ("wait"), try the create again after a pause ("submit": DashScope
+    throttled it, or the model's submit rate has no turn free), or end ("fail": the job ended, e.g. canceled or
+    refused by DashScope, and has published its notification).
     """
-    if pace is not None:
-        pace(request.spec)
+    polls = previous.polls
+    job = require_job(deps, job_id)
+    if job.status.is_final:
+        return PollState(next="fail", polls=polls)
+    if job.stage is not Stage.ACCEPTED:
+        # Created already (a repeated step), or a create whose outcome the sweeper reconciles: poll (or wait).
+        return PollState(next="wait", wait_seconds=deps.settings.poll_interval_seconds, polls=polls)
+    request = JobRequest.model_validate(job.request)
+    if not pacing.create_turn(deps, request.spec, max_wait_seconds=MAX_CREATE_TURN_WAIT):
+        return PollState(next="submit", wait_seconds=1, polls=polls, throttled=previous.throttled)
 
     def claim(current: Job) -> None:
         current.advance(JobStatus.PENDING, Stage.CREATING)
         current.create_attempted_at = utc_now()
 
     try:
-        job = deps.jobs.update(job.job_id, claim)
-    except TransitionRefused:
-        return deps.jobs.get(job.job_id) or job  # another delivery owns (or finished) the create
+        job = deps.jobs.update(job_id, claim)
+    except TransitionRefused:  # canceled meanwhile, or another run of this step claimed it
+        return create_task_step(deps, job_id, previous)
     body = request.dashscope_body(
         img_url=_fetchable_url(deps, request.input.img_url),
         audio_url=_fetchable_url(deps, request.input.audio_url) if request.input.audio_url else None,
     )
     try:
-        task = _create_task(deps, body)
-    except RetryLaterError:
-        deps.jobs.update(job.job_id, lambda current: current.advance(JobStatus.PENDING, Stage.ACCEPTED))
-        raise
+        task = deps.dashscope.create_task(body)
+    except RetryLaterError as exc:
+        # Nothing was created: give the slot's turn back and try again after a pause that grows while it lasts.
+        deps.jobs.update(job_id, lambda current: current.advance(JobStatus.PENDING, Stage.ACCEPTED))
+        throttled = previous.throttled + 1
+        wait = throttled_create_wait(throttled, exc.retry_after_seconds)
+        logger.warning("DashScope did not take the create (%s); again in %d s", exc.code, wait, extra={"job_id": job_id})
+        return PollState(next="submit", wait_seconds=wait, polls=polls, throttled=throttled)
     except RejectedError as exc:
-        if job.source is Source.API:
-            raise
-        return ending.end_failed(deps, job.job_id, exc.code, exc.message, exc.request_id)
+        ending.end_failed(deps, job_id, exc.code, exc.message, exc.request_id)
+        return PollState(next="fail", polls=polls)
     except OutcomeUnknownError:
-        logger.warning("create outcome unknown; the sweeper will reconcile", extra={"job_id": job.job_id})
-        return deps.jobs.update(job.job_id, lambda current: current.advance(JobStatus.PENDING, Stage.CREATE_UNKNOWN))
-    job = deps.jobs.update(job.job_id, lambda current: record_created(current, task))
-    start_polling(deps, job)
-    return job
+        logger.warning("create outcome unknown; the sweeper will reconcile", extra={"job_id": job_id})
+        deps.jobs.update(job_id, lambda current: current.advance(JobStatus.PENDING, Stage.CREATE_UNKNOWN))
+        return PollState(next="wait", wait_seconds=deps.settings.poll_interval_seconds, polls=polls)
+    deps.jobs.update(job_id, lambda current: record_created(current, task))
+    return PollState(next="wait", wait_seconds=deps.settings.poll_interval_seconds, polls=polls)
 
 
-def start_polling(deps: Dependencies, job: Job) -> None:
-    try:
-        deps.workflow.start_polling(job.job_id, deps.settings.poll_interval_seconds)
-    except Exception:
-        # The task exists and the job records it: the sweeper starts the missing execution.
-        logger.exception("could not start the poll loop; the sweeper will", extra={"job_id": job.job_id})
+def throttled_create_wait(throttled: int, retry_after: float | None) -> int:
+    """Seconds before the next create after `throttled` refused ones in a row: 1, 2, 4 ... 60, or DashScope's ask."""
+    return max(min(60, 2 ** min(throttled - 1, 6)), math.ceil(retry_after or 0))
 
 
 def record_created(job: Job, task: TaskInfo) -> None:
+    """DashScope has the job's task: the job's 25-hour deadline runs from now (a queued job has none)."""
     job.advance(JobStatus.PENDING, Stage.SUBMITTED)
     job.provider.task_id = task.task_id
     job.provider.request_id = task.request_id
     job.provider.task_status = task.status.value
-
-
-def _create_task(deps: Dependencies, body: dict[str, Any]) -> TaskInfo:
-    """Create the task, riding out brief throttling.
-
-    A throttled or refused-before-sending create made no task, so repeating it is safe; DashScope's per-second
-    limits usually clear within a second or two. Only when that budget is spent does the caller see the
-    error (the API answers 429, the intake hands the message back to SQS). An outcome-unknown create is never
-    repeated.
-    """
-    ride_out = retrying(
-        RetryLaterError,
-        deadline_seconds=deps.settings.create_retry_seconds,
-        backoff=jittered(honour_retry_after(exponential(0.25)), 1.0, 1.5),
-        sleep=deps.sleep,
-        clock=deps.monotonic,
-    )
-    return ride_out(deps.dashscope.create_task, body)
+    now = utc_now()
+    job.submitted_at = now
+    job.deadline_at = now + JOB_DEADLINE
 
 
 def _check_s3_sources(deps: Dependencies, request: JobRequest, caller: Caller, intake_upload: bool) -> None:

@@ -2,12 +2,14 @@
 
 What it repairs, each counted under its name in the returned dict (and as a metric):
 - `deadline`: a job past its deadline ends FAILED (DeadlineExceeded);
-- `resubmitted`: a job that was never created (throttled until its retries ran out) is submitted now;
+- `execution_started` for a job holding a running slot whose execution never started (it creates the task);
 - `create_found` / `create_not_found` / `waiting`: a create that got no answer is reconciled through DashScope's
   task list, by model and creation time, never by creating again;
 - `execution_started` / `driven`: a submitted job without a running poll loop gets one, or is driven here;
 - `notification_published`: a finished job whose notification was never confirmed is published;
 - `notification_undeliverable`: one that failed MAX_PUBLISH_ATTEMPTS sweeps is given up on, loudly, once;
+- the admission queue (wanflow.usecases.admission.repair): `slot_released` for a slot held by a job that ended,
+  `grant_repaired` for a queued job whose grant was lost halfway, `granted` for queued jobs given free slots;
 - `error`: a job that could not be repaired this time (logged; tried again next time).
 """
 
@@ -21,9 +23,8 @@ from datetime import datetime, timedelta
 from wanflow.errors import JobErrorCode
 from wanflow.events import PollState
 from wanflow.jobs import Job, Notification, Stage, rfc3339, utc_now
-from wanflow.request import JobRequest
 from wanflow.tasks import TaskSummary
-from wanflow.usecases import ending, finalize, poll, submit
+from wanflow.usecases import admission, ending, finalize, pacing, poll, submit
 from wanflow.usecases.context import Dependencies
 
 logger = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ def sweep(deps: Dependencies) -> dict[str, int]:
 
     for job in deps.jobs.unfinished():
         repair(_sweep_unfinished, job)
+    counts.update(admission.repair(deps, now))
     for job in deps.jobs.finished_since(rfc3339(now - UNCONFIRMED_LOOKBACK)):
         unconfirmed = job.notification in (Notification.NONE, Notification.CLAIMED)
         if unconfirmed and now - job.updated_at > UNCONFIRMED_NOTIFICATION:
@@ -104,14 +106,10 @@ def _sweep_unfinished(deps: Dependencies, job: Job, now: datetime) -> str | None
     if job.deadline_at is not None and now > job.deadline_at and job.stage is not Stage.FINALIZING:
         ending.end_failed(deps, job.job_id, JobErrorCode.DEADLINE_EXCEEDED, "the job did not finish within 25 hours")
         return "deadline"
-    if job.stage is Stage.ACCEPTED and now - job.updated_at > STALE_CREATE:
-        # Nothing was ever created for it (throttled, then its retries ran out): safe to submit now.
-        submit.submit(deps, job, JobRequest.model_validate(job.request))
-        return "resubmitted"
     stale_create = job.stage is Stage.CREATING and now - (job.create_attempted_at or job.updated_at) > STALE_CREATE
     if job.stage is Stage.CREATE_UNKNOWN or stale_create:
         return _reconcile_create(deps, job, now)
-    if job.stage in (Stage.SUBMITTED, Stage.FINALIZING):
+    if job.stage in (Stage.ACCEPTED, Stage.SUBMITTED, Stage.FINALIZING):
         return _revive_execution(deps, job)
     return None
 
@@ -121,15 +119,17 @@ def _revive_execution(deps: Dependencies, job: Job) -> str | None:
     if status == "RUNNING":
         return None
     if status is None:
-        submit.start_polling(deps, job)
+        admission.start_execution(deps, job)
         return "execution_started"
     # The execution ended without ending the job (it should not happen): drive the job here.
-    if job.stage is Stage.SUBMITTED:
+    if job.stage is Stage.ACCEPTED:
+        result = submit.create_task_step(deps, job.job_id, PollState(next="submit", polls=job.polls))
+    elif job.stage is Stage.SUBMITTED:
         result = poll.check_status(deps, job.job_id, PollState(next="wait", polls=job.polls))
     else:
         result = PollState(next="finalize")
     if result.next == "finalize":
-        finalize.finalize_job(deps, job.job_id)
+        finalize.finalize_job(deps, job.job_id, result.video)
     elif result.next == "fail":
         ending.record_failure(deps, job.job_id, result.error)
     return "driven"
@@ -141,12 +141,12 @@ def _reconcile_create(deps: Dependencies, job: Job, now: datetime) -> str:
     if now - attempted < timedelta(seconds=deps.settings.reconcile_after_seconds):
         return "waiting"  # DashScope's list may lag a create by a little
     start, end = attempted - timedelta(minutes=1), attempted + CREATE_MATCH_WINDOW
-    claimed = {
-        other.provider.task_id
-        for other in deps.jobs.created_between(rfc3339(start - submit.JOB_DEADLINE), rfc3339(now))
-        if other.provider.task_id
-    }
-    candidates = [task for task in _tasks_created_between(deps, job.model, start, end) if task.task_id not in claimed]
+    # A task another job already records is that job's, however long ago that job was queued.
+    candidates = [
+        task
+        for task in _tasks_created_between(deps, job.model, start, end)
+        if deps.jobs.holding_task(task.task_id) is None
+    ]
     if not candidates:
         ending.end_failed(
             deps,
@@ -157,9 +157,10 @@ def _reconcile_create(deps: Dependencies, job: Job, now: datetime) -> str:
         return "create_not_found"
     # The unclaimed task created closest to our attempt is ours; jobs reconciled later take the others.
     chosen = min(candidates, key=lambda task: abs((task.created_at or attempted) - attempted))
+    pacing.query_turn_or_retry_later(deps)
     task = deps.dashscope.get_task(chosen.task_id)
     job = deps.jobs.update(job.job_id, lambda current: submit.record_created(current, task))
-    submit.start_polling(deps, job)
+    admission.start_execution(deps, job)  # a no-op when its execution is still waiting for this
     return "create_found"
 
 
@@ -171,6 +172,7 @@ def _tasks_created_between(deps: Dependencies, model: str, start: datetime, end:
     """
     tasks: list[TaskSummary] = []
     for page_no in range(1, MAX_LIST_PAGES + 1):
+        pacing.query_turn_or_retry_later(deps)
         page = deps.dashscope.list_tasks(
             start_time=start - LIST_ZONE_MARGIN,
             end_time=end + LIST_ZONE_MARGIN,
