@@ -102,7 +102,7 @@ class Conflict(WanflowError):
 
 class QueueUnavailable(WanflowError):
     """The admission queue could not be written (the job table is throttling): the one case a job is refused
-    for load. Nothing was stored or sent; the same request may be repeated."""
+    for load. No job was stored and nothing was sent to DashScope; the same request may be repeated."""
 
     code = "QueueUnavailable"
     http_status = 429

@@ -1,8 +1,8 @@
 """Typed events of the state machine: what it passes between its steps (the S3 intake's are in s3_events).
 
 The state (`ExecutionInput`) is `{"job_id": ..., "poll": {...}}` (statemachine/job.asl.json): CreateTask and
-CheckStatus return a new `PollState` into `$.poll`, whose `next` the Choice state reads; RecordFailure gets the whole state and,
-after a Catch, the caught error in `$.error`.
+CheckStatus return a new `PollState` into `$.poll`, whose `next` the Choice state reads; RecordFailure gets the
+whole state and, after a Catch, the caught error in `$.error`.
 """
 
 from __future__ import annotations

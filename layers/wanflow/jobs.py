@@ -6,7 +6,7 @@ notification:
 
     queued -> accepted -> creating -> submitted -> finalizing -> done
                              |  \\-> accepted (DashScope throttled: nothing was created, try again later)
-                             \\-> create_unknown (no answer to the create: only the sweeper may decide, via the list API)
+                             \\-> create_unknown (no answer to the create: only the sweeper decides, via the list API)
 
 A QUEUED job waits in wanflow's admission queue (wanflow.usecases.admission) for a running slot of its model;
 `accepted` is a job that holds a slot and whose create has not been sent yet.

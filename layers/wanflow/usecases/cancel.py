@@ -24,7 +24,10 @@ def cancel_job(deps: Dependencies, job_id: str, caller: Caller) -> Job:
             deps.workflow.stop_polling(job_id, "canceled by the user")
         return ended
     if job.stage is not Stage.SUBMITTED or job.status is not JobStatus.PENDING or not job.provider.task_id:
-        raise Conflict(f"job {job_id} can no longer be canceled: DashScope is already working on it")
+        raise Conflict(
+            f"job {job_id} can no longer be canceled: its task is being created or is already running at DashScope "
+            "(a job can be canceled while it is QUEUED, or while its DashScope task is PENDING)"
+        )
     try:
         deps.dashscope.cancel_task(job.provider.task_id)
     except RejectedError as exc:

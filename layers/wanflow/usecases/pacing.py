@@ -32,7 +32,9 @@ def create_turn(deps: Dependencies, spec: ModelSpec, *, max_wait_seconds: float)
 def query_turn_or_retry_later(deps: Dependencies, *, max_wait_seconds: float = 10.0) -> None:
     """For steps that simply retry later (the finalizer, the sweeper): RetryLaterError when the budget is full."""
     if not query_turn(deps, max_wait_seconds=max_wait_seconds):
-        raise RetryLaterError("the deployment's DashScope query budget is in use; try again shortly", code="QueryBudget")
+        raise RetryLaterError(
+            "the deployment's DashScope query budget is in use; try again shortly", code="QueryBudget"
+        )
 
 
 def _turn(deps: Dependencies, key: str, per_second: float, max_wait_seconds: float) -> bool:

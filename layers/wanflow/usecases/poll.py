@@ -17,6 +17,9 @@ from wanflow.usecases.context import Dependencies, require_job
 
 logger = logging.getLogger(__name__)
 
+# A task DashScope does not know (UNKNOWN) within this many poll intervals of its create is not yet a verdict
+# that it expired: its task store may lag the create.
+UNKNOWN_GRACE_POLLS = 2
 # How long a poll waits in-Lambda for a turn under the query budget before the loop waits instead.
 MAX_QUERY_TURN_WAIT = 3.0
 
@@ -66,8 +69,12 @@ def check_status(deps: Dependencies, job_id: str, previous: PollState) -> PollSt
         # A create whose outcome is unknown: the sweeper reconciles it through DashScope's task list.
         return PollState(next="wait", wait_seconds=deps.settings.poll_interval_seconds, polls=polls)
     if not pacing.query_turn(deps, max_wait_seconds=MAX_QUERY_TURN_WAIT):
-        return PollState(next="wait", wait_seconds=budget_wait(deps.settings.poll_interval_seconds), polls=polls,
-                         throttled=previous.throttled)
+        return PollState(
+            next="wait",
+            wait_seconds=budget_wait(deps.settings.poll_interval_seconds),
+            polls=polls,
+            throttled=previous.throttled,
+        )
     try:
         task = deps.dashscope.get_task(job.provider.task_id, attempts=1)
     except RetryLaterError as exc:
@@ -82,6 +89,9 @@ def check_status(deps: Dependencies, job_id: str, previous: PollState) -> PollSt
             "DashScope query got no verdict (%s); waiting %d s", exc.code, wait, extra={"throttled": throttled}
         )
         return PollState(next="wait", wait_seconds=wait, polls=polls, throttled=throttled)
+    if task.status is TaskStatus.UNKNOWN and _just_submitted(job, deps.settings.poll_interval_seconds):
+        # DashScope's task store may not know a task for a moment after its create: a verdict only after that.
+        return PollState(next="wait", wait_seconds=max(1, deps.settings.poll_interval_seconds), polls=polls)
     job = deps.jobs.update(job_id, lambda current: record_task(current, task, polls))
     if task.status.is_terminal:
         admission.task_ended(deps, job, succeeded=task.status is TaskStatus.SUCCEEDED)
@@ -102,10 +112,15 @@ def check_status(deps: Dependencies, job_id: str, previous: PollState) -> PollSt
     return PollState(next="wait", wait_seconds=wait, polls=polls)
 
 
+def _just_submitted(job: Job, poll_interval_seconds: int) -> bool:
+    grace = timedelta(seconds=UNKNOWN_GRACE_POLLS * poll_interval_seconds)
+    return job.submitted_at is not None and utc_now() - job.submitted_at < grace
+
+
 def budget_wait(base_seconds: int) -> int:
     """Seconds to wait when the query budget had no turn: about one interval, jittered so that the polls that
     found it full spread out instead of coming back together."""
-    return max(1, round(max(1, base_seconds) * random.uniform(0.5, 1.5)))  # noqa: S311 (spreading, not secrecy)
+    return max(1, round(max(1, base_seconds) * random.uniform(0.5, 1.5)))
 
 
 def _sealed_video_url(deps: Dependencies, job_id: str, task: TaskInfo) -> str | None:

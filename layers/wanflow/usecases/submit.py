@@ -26,6 +26,7 @@ from wanflow.errors import (
     RejectedError,
     RetryLaterError,
 )
+from wanflow.events import PollState
 from wanflow.jobs import (
     TASK_VALIDITY,
     Job,
@@ -37,11 +38,11 @@ from wanflow.jobs import (
     TransitionRefused,
     derived_job_id,
     fingerprint,
+    model_of,
     new_job_id,
     utc_now,
 )
 from wanflow.request import JobRequest, check_image_bytes, parse_job_request
-from wanflow.events import PollState
 from wanflow.tasks import TaskInfo
 from wanflow.usecases import admission, ending, pacing
 from wanflow.usecases.context import Dependencies, require_job
@@ -145,6 +146,11 @@ def create_task_step(deps: Dependencies, job_id: str, previous: PollState) -> Po
         # Created already (a repeated step), or a create whose outcome the sweeper reconciles: poll (or wait).
         return PollState(next="wait", wait_seconds=deps.settings.poll_interval_seconds, polls=polls)
     request = JobRequest.model_validate(job.request)
+    model = model_of(job)
+    if not deps.slots.claim(model, job_id, deps.settings.slots_for(model)):
+        # Never a create without a slot. A granted job holds one already (claiming again is a no-op); only a job
+        # accepted before the queue existed can get here without one, and waits for a free slot.
+        return PollState(next="submit", wait_seconds=max(1, deps.settings.poll_interval_seconds), polls=polls)
     if not pacing.create_turn(deps, request.spec, max_wait_seconds=MAX_CREATE_TURN_WAIT):
         return PollState(next="submit", wait_seconds=1, polls=polls, throttled=previous.throttled)
 
@@ -167,7 +173,9 @@ def create_task_step(deps: Dependencies, job_id: str, previous: PollState) -> Po
         deps.jobs.update(job_id, lambda current: current.advance(JobStatus.PENDING, Stage.ACCEPTED))
         throttled = previous.throttled + 1
         wait = throttled_create_wait(throttled, exc.retry_after_seconds)
-        logger.warning("DashScope did not take the create (%s); again in %d s", exc.code, wait, extra={"job_id": job_id})
+        logger.warning(
+            "DashScope did not take the create (%s); again in %d s", exc.code, wait, extra={"job_id": job_id}
+        )
         return PollState(next="submit", wait_seconds=wait, polls=polls, throttled=throttled)
     except RejectedError as exc:
         ending.end_failed(deps, job_id, exc.code, exc.message, exc.request_id)
