@@ -56,6 +56,17 @@ def job(status: str = "PENDING", job_id: str = "job-1", **extra: Any) -> dict[st
     return record
 
 
+def queued(position: int, eta_seconds: int, **extra: Any) -> dict[str, Any]:
+    """A QUEUED job: no DashScope task yet, its place in the queue in `queue`."""
+    return job(
+        "QUEUED",
+        provider={},
+        queue={"position": position, "ahead": position - 1, "eta_seconds": eta_seconds},
+        queued_at=CREATED.isoformat().replace("+00:00", "Z"),
+        **extra,
+    )
+
+
 def error_reply(status: int, code: str, message: str, **extra: Any) -> httpx.Response:
     body = {"code": code, "message": message, "errors": extra.pop("errors", []), "request_id": "req-1"}
     return httpx.Response(status, json=body, headers=extra.pop("headers", {}))
@@ -214,6 +225,13 @@ def test_submit_sends_only_the_image_when_nothing_else_is_given(cli: Callable[..
     assert "idempotency-key" not in request.headers
 
 
+def test_submit_sends_the_priority_when_given(cli: Callable[..., Result], api: FakeApi) -> None:
+    api.reply_json("POST", "/v1/jobs", queued(1, 0, priority="high"), status=202)
+    assert cli("submit", "s3://intake/incoming/cat.png", "--priority", "high").code == 0
+    (request,) = api.seen("POST", "/v1/jobs")
+    assert json.loads(request.content) == {"input": {"img_url": "s3://intake/incoming/cat.png"}, "priority": "high"}
+
+
 def test_submit_uploads_a_local_file_and_uses_its_s3_uri(
     cli: Callable[..., Result], api: FakeApi, tmp_path: Path
 ) -> None:
@@ -326,6 +344,7 @@ def test_submit_usage_errors_exit_2_before_any_request(
         ("submit",),
         ("submit", "cat.png", "--duration", "five"),
         ("submit", "cat.png", "--shot-type", "triple"),
+        ("submit", "cat.png", "--priority", "urgent"),
         ("list", "--status", "DONE"),
         ("wait", "job-1", "--timeout", "-1"),
         ("status",),
@@ -641,6 +660,14 @@ def test_list_passes_filters_and_prints_a_table(cli: Callable[..., Result], api:
     assert first.split()[:2] == ["job-1", "RUNNING"]
     assert second.split()[:2] == ["job-0", "SUCCEEDED"]
     assert more == "more: wanflow list --cursor cur-2"
+
+
+def test_list_accepts_the_queued_status(cli: Callable[..., Result], api: FakeApi) -> None:
+    api.reply_json("GET", "/v1/jobs", {"jobs": [queued(1, 0)], "next_cursor": None})
+    result = cli("list", "--status", "QUEUED")
+    assert result.code == 0, result.stderr
+    assert dict(api.requests[0].url.params) == {"status": "QUEUED"}
+    assert result.stdout.splitlines()[1].split()[:2] == ["job-1", "QUEUED"]
 
 
 def test_cancel_posts_to_the_job_and_shows_it(cli: Callable[..., Result], api: FakeApi) -> None:

@@ -35,7 +35,7 @@ from wanflow_tools.client.progress import DEFAULT_INTERVAL_SECONDS, Clock, Progr
 from wanflow_tools.client.request_body import build_job_body
 from wanflow_tools.client.sources import content_type_for, is_local_path, resolve_source
 
-JOB_STATUSES = ("PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELED")
+JOB_STATUSES = ("QUEUED", "PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELED")
 # With --idempotency-key a local image is sent inline (data URI) rather than uploaded: every upload gets a new
 # s3:// key, so a retried submit would send a different body and get 409 instead of the same job. The limit
 # keeps the base64 body well under API Gateway's and Lambda's payload limits.
@@ -290,6 +290,11 @@ def register(subparsers: Any, context_factory: Callable[[], ClientContext] = Cli
     parser.add_argument(
         "--idempotency-key", metavar="KEY", help="repeating the same submit with the same key returns the same job"
     )
+    parser.add_argument(
+        "--priority",
+        choices=("normal", "high"),
+        help="place in wanflow's queue: high goes ahead of every normal job of its model (default: normal)",
+    )
     parser.add_argument("--wait", action="store_true", help="wait for the job to end, showing progress")
     _wait_options(parser)
 
@@ -306,7 +311,12 @@ def register(subparsers: Any, context_factory: Callable[[], ClientContext] = Cli
     parser.add_argument("--cursor", metavar="C", help="the next_cursor of the previous page")
 
     parser = _add(
-        subparsers, "cancel", cancel, "cancel a job (only while its DashScope task is PENDING)", common, run_command
+        subparsers,
+        "cancel",
+        cancel,
+        "cancel a job (while it is QUEUED, at once, or while its DashScope task is PENDING)",
+        common,
+        run_command,
     )
     parser.add_argument("job_id", metavar="JOB")
 

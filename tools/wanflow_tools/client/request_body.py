@@ -56,4 +56,6 @@ def build_job_body(args: argparse.Namespace, *, img_url: str, audio_url: str | N
     metadata = parse_metadata(args.metadata)
     if metadata:
         body["metadata"] = metadata
+    if args.priority is not None:
+        body["priority"] = args.priority
     return body
