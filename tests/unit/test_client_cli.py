@@ -566,6 +566,42 @@ def test_wait_prints_plain_lines_per_change_and_exits_0(
     assert result.summary("status") == ["SUCCEEDED"]
 
 
+def test_wait_shows_a_queued_jobs_place_and_a_line_each_time_it_moves_up(
+    cli: Callable[..., Result], api: FakeApi
+) -> None:
+    api.sequence(
+        "GET",
+        "/v1/jobs/job-1",
+        [
+            httpx.Response(200, json=queued(3, 240)),
+            httpx.Response(200, json=queued(3, 200)),  # re-estimated, same place: no new line
+            httpx.Response(200, json=queued(2, 190)),
+            httpx.Response(200, json=queued(1, 0)),
+            httpx.Response(200, json=job("PENDING")),
+            httpx.Response(200, json=job("SUCCEEDED")),
+        ],
+    )
+    result = cli("wait", "job-1", "--interval", "3")
+    assert result.code == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        "[00:00] job job-1 QUEUED (position 3 in queue, 2 ahead, ETA ~04:00)",
+        "[00:06] job job-1 QUEUED (position 2 in queue, 1 ahead, ETA ~03:10)",
+        "[00:09] job job-1 QUEUED (position 1 in queue, 0 ahead, starting)",
+        "[00:12] job job-1 PENDING (DashScope task PENDING)",
+        "[00:42] job job-1 SUCCEEDED (DashScope task SUCCEEDED)",
+    ]
+
+
+def test_wait_on_a_terminal_shows_the_queue_in_the_redrawn_line(cli: Callable[..., Result], api: FakeApi) -> None:
+    api.sequence(
+        "GET", "/v1/jobs/job-1", [httpx.Response(200, json=queued(3, 240)), httpx.Response(200, json=job("SUCCEEDED"))]
+    )
+    result = cli("wait", "job-1", "--interval", "2", tty=True)
+    assert result.code == 0
+    redraws = [part for part in result.stderr.split("\r\x1b[2K") if part.startswith(("|", "/", "-", "\\"))]
+    assert redraws[0] == "| [00:00] job job-1 QUEUED (position 3 in queue, 2 ahead, ETA ~04:00)"
+
+
 def test_wait_on_a_terminal_redraws_one_line_with_elapsed_time(cli: Callable[..., Result], api: FakeApi) -> None:
     api.sequence(
         "GET",
@@ -701,6 +737,37 @@ def test_status_summary_shows_the_important_parts(cli: Callable[..., Result], ap
     assert result.summary("elapsed") == ["00:42"]
     assert result.summary("output") == [f"s3://output-bucket/videos/job-1.mp4  {len(VIDEO) / 1024:.1f} KB"]
     assert result.summary("metadata") == ["team=a"]
+
+
+def test_status_of_a_queued_job_shows_its_priority_and_place(cli: Callable[..., Result], api: FakeApi) -> None:
+    api.reply_json("GET", "/v1/jobs/job-1", queued(2, 180, priority="high"))
+    result = cli("status", "job-1")
+    assert result.code == 0
+    assert result.summary("status") == ["QUEUED"]
+    assert result.summary("priority") == ["high"]
+    assert result.summary("queue") == ["position 2 in queue, 1 ahead, ETA ~03:00"]
+    assert result.summary("queued") == ["2025-01-01T12:00:00Z"]
+    assert result.summary("provider") == []
+
+
+def test_status_shows_the_queue_times_but_not_a_normal_priority(cli: Callable[..., Result], api: FakeApi) -> None:
+    done = job(
+        "SUCCEEDED",
+        priority="normal",
+        queue=None,
+        queued_at="2025-01-01T12:00:00Z",
+        submitted_at="2025-01-01T12:00:05Z",
+        finished_at="2025-01-01T12:00:42Z",
+    )
+    api.reply_json("GET", "/v1/jobs/job-1", done)
+    result = cli("status", "job-1")
+    assert result.code == 0
+    assert result.summary("priority") == []
+    assert result.summary("queue") == []
+    assert result.summary("queued") == ["2025-01-01T12:00:00Z"]
+    assert result.summary("submitted") == ["2025-01-01T12:00:05Z"]
+    assert result.summary("completed") == ["2025-01-01T12:00:42Z"]
+    assert result.summary("finished") == []  # the same moment as completed_at: not shown twice
 
 
 # ------------------------------------------------------------------------------------------------ download

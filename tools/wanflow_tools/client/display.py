@@ -29,6 +29,21 @@ def format_duration(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
 
 
+def format_queue(queue: Any) -> str | None:
+    """A QUEUED job's place in the queue ("position 3 in queue, 2 ahead, ETA ~04:00"), or None without one."""
+    if not isinstance(queue, dict):
+        return None
+    parts: list[str] = []
+    if queue.get("position") is not None:
+        parts.append(f"position {queue['position']} in queue")
+    if queue.get("ahead") is not None:
+        parts.append(f"{queue['ahead']} ahead")
+    eta = queue.get("eta_seconds")
+    if isinstance(eta, int | float):
+        parts.append("starting" if eta <= 0 else f"ETA ~{format_duration(eta)}")
+    return ", ".join(parts) or None
+
+
 def elapsed_seconds(job: dict[str, Any], now: datetime) -> float | None:
     """Seconds from the job's creation to its completion, or to `now` while it runs."""
     created = parse_time(job.get("created_at"))
@@ -57,6 +72,11 @@ def format_job(job: dict[str, Any], now: datetime) -> str:
     output = job.get("output") or {}
     error = job.get("error") or {}
     rows: list[tuple[str, str]] = [("job", str(job.get("job_id", "?"))), ("status", str(job.get("status", "?")))]
+    if job.get("priority") == "high":
+        rows.append(("priority", "high"))
+    place = format_queue(job.get("queue")) if job.get("status") == "QUEUED" else None
+    if place:
+        rows.append(("queue", place))
     shape = [str(job.get("model") or request.get("model") or "?")]
     if parameters.get("resolution"):
         shape.append(str(parameters["resolution"]))
@@ -84,8 +104,9 @@ def format_job(job: dict[str, Any], now: datetime) -> str:
         if error.get("provider_request_id"):
             message += f" (DashScope request {error['provider_request_id']})"
         rows.append(("error", message))
-    for label in ("created_at", "completed_at"):
-        if job.get(label):
+    for label in ("created_at", "queued_at", "submitted_at", "completed_at", "finished_at"):
+        # finished_at is the queue-era name of completed_at: shown only when it says something else.
+        if job.get(label) and not (label == "finished_at" and job[label] == job.get("completed_at")):
             rows.append((label.removesuffix("_at"), str(job[label])))
     for key, value in sorted((job.get("metadata") or {}).items()):
         rows.append(("metadata", f"{key}={value}"))

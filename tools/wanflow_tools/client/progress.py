@@ -1,8 +1,8 @@
 """Waiting for a job to end, with a progress display.
 
-On a terminal one line is redrawn every second (status, elapsed time, DashScope's task status) and every status
-change leaves a line behind; when the output is a file or a pipe only the changes are printed, one plain line
-each, so logs stay readable.
+On a terminal one line is redrawn every second (status, elapsed time, DashScope's task status, and a QUEUED job's
+place in the queue) and every change of status or queue position leaves a line behind; when the output is a file
+or a pipe only the changes are printed, one plain line each, so logs stay readable.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any, TextIO
 
 from wanflow.retry import retrying
 from wanflow_tools.client.api import ApiClient
-from wanflow_tools.client.display import TERMINAL_STATUSES, elapsed_seconds, format_duration
+from wanflow_tools.client.display import TERMINAL_STATUSES, elapsed_seconds, format_duration, format_queue
 from wanflow_tools.client.errors import ApiError, ClientError, DeadlineError, UnavailableError
 
 DEFAULT_INTERVAL_SECONDS = 2.0
@@ -38,14 +38,15 @@ class ProgressDisplay:
     def __init__(self, stream: TextIO, *, tty: bool) -> None:
         self.stream = stream
         self.tty = tty
-        self._last_change: tuple[Any, Any] | None = None
+        self._last_change: tuple[Any, ...] | None = None
         self._frame = 0
         self._line_open = False
 
     def show(self, job: dict[str, Any], elapsed: float) -> None:
         status = job.get("status", "?")
         task_status = (job.get("provider") or {}).get("task_status")
-        change = (status, task_status)
+        # A queued job moving up the queue is a change too; its ETA alone is not (it is re-estimated every poll).
+        change = (status, task_status, _queue_position(job))
         if change != self._last_change:
             self._last_change = change
             self._write_line(self._describe(job, status, task_status, elapsed))
@@ -74,9 +75,17 @@ class ProgressDisplay:
     @staticmethod
     def _describe(job: dict[str, Any], status: Any, task_status: Any, elapsed: float) -> str:
         text = f"[{format_duration(elapsed)}] job {job.get('job_id', '?')} {status}"
+        place = format_queue(job.get("queue")) if status == "QUEUED" else None
+        if place:
+            text += f" ({place})"
         if task_status:
             text += f" (DashScope task {task_status})"
         return text
+
+
+def _queue_position(job: dict[str, Any]) -> Any:
+    queue = job.get("queue")
+    return queue.get("position") if job.get("status") == "QUEUED" and isinstance(queue, dict) else None
 
 
 def wait_for_job(
