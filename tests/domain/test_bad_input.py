@@ -154,5 +154,6 @@ def test_a_notification_that_never_publishes_is_given_up_once_not_retried_foreve
 
 def test_the_sample_image_still_passes_every_check(world: FakeWorld) -> None:
     body = with_input(img_url=data_uri(image_bytes(320, 256, "JPEG"), "image/jpeg"))
-    _, created = submit_api_job(world.deps, body, idempotency_key=None, caller=caller())
+    job, created = submit_api_job(world.deps, body, idempotency_key=None, caller=caller())
+    world.run_create_step(job.job_id)
     assert created and world.dashscope.creates == 1

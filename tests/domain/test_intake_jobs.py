@@ -7,9 +7,9 @@ import json
 import pytest
 
 from wanflow.capabilities import MODELS
-from wanflow.errors import RetryLaterError, ThrottledError
-from wanflow.jobs import JobStatus, Stage
-from wanflow.usecases.intake import CreatedObject, SubmitPacer, start_intake_job, submit_uploaded_object
+from wanflow.errors import ThrottledError
+from wanflow.jobs import JobStatus
+from wanflow.usecases.intake import CreatedObject, start_intake_job, submit_uploaded_object
 from wanflow_tools.fakes import FakeWorld
 from wanflow_tools.testing import image_bytes
 
@@ -22,9 +22,11 @@ def upload_image(world: FakeWorld, key: str, **metadata: str) -> None:
 def test_an_image_with_a_prompt_in_its_metadata_starts_one_job(world: FakeWorld) -> None:
     upload_image(world, "incoming/cat.png", prompt="a cat", model="wan2.2-i2v-flash", resolution="480P")
     job = submit_uploaded_object(world.deps, CreatedObject("intake", "incoming/cat.png", "v1", "etag", "alice"))
-    assert job is not None and job.stage is Stage.SUBMITTED and job.origin == "s3://intake/incoming/cat.png#v1"
+    assert job is not None and job.status is JobStatus.QUEUED and job.origin == "s3://intake/incoming/cat.png#v1"
     again = submit_uploaded_object(world.deps, CreatedObject("intake", "incoming/cat.png", "v1", "etag", "alice"))
-    assert again is not None and again.job_id == job.job_id and world.dashscope.creates == 1
+    assert again is not None and again.job_id == job.job_id
+    world.run_started_create_steps()
+    assert world.dashscope.creates == 1 and len(world.jobs.all()) == 1
 
 
 def test_an_image_without_a_prompt_is_data_for_a_manifest(world: FakeWorld) -> None:
@@ -72,21 +74,15 @@ def test_bad_metadata_values_name_their_field(world: FakeWorld) -> None:
     assert "metadata.duration" in job.error.message and "metadata.audio" in job.error.message
 
 
-def test_dashscope_throttling_pauses_the_worker_and_hands_the_message_back(world: FakeWorld) -> None:
-    upload_image(world, "incoming/cat.png", prompt="a cat", model="wan2.2-i2v-flash", resolution="480P")
-    world.dashscope.create_errors = [ThrottledError("slow", code="Throttling", retry_after_seconds=30)]
-    clock = [100.0]
-    pacer = SubmitPacer(2, clock=lambda: clock[0], sleep=lambda seconds: None)
-    created = CreatedObject("intake", "incoming/cat.png", "v1", None)
-    with pytest.raises(ThrottledError):
-        start_intake_job(world.deps, created, pacer)
-    (job,) = world.jobs.all()
-    assert job.stage is Stage.ACCEPTED  # nothing was created: safe to submit again
-    with pytest.raises(RetryLaterError, match="throttled this worker"):
-        pacer(MODELS["wan2.2-i2v-flash"])
-    clock[0] += 31
-    submitted = start_intake_job(world.deps, created, pacer)
-    assert submitted is not None and submitted.stage is Stage.SUBMITTED and world.dashscope.creates == 1
+def test_a_burst_of_uploads_is_all_queued_whatever_dashscope_says(world: FakeWorld) -> None:
+    world.dashscope.create_errors = [ThrottledError("slow", code="Throttling", retry_after_seconds=30)] * 10
+    for index in range(6):
+        key = f"incoming/cat-{index}.png"
+        upload_image(world, key, prompt="a cat", model="wan2.2-i2v-flash", resolution="480P")
+        job = start_intake_job(world.deps, CreatedObject("intake", key, "v1", None, "alice"))
+        assert job is not None and job.status is JobStatus.QUEUED  # the intake never waits for DashScope
+    assert world.dashscope.creates == 0 and len(world.jobs.all()) == 6
+    assert len(world.workflow.started) == MODELS["wan2.2-i2v-flash"].max_running  # the rest wait their turn
 
 
 class Unreadable(Exception):
@@ -101,12 +97,11 @@ def test_an_object_that_keeps_failing_gets_a_failed_job_on_its_last_receive(worl
 
     world.objects.head = broken_head  # type: ignore[method-assign]
     created = CreatedObject("intake", "incoming/cat.png", "v1", None, "alice")
-    pacer = SubmitPacer(2, clock=lambda: 0.0, sleep=lambda seconds: None)
     for receive in range(1, world.settings.intake_max_receives):
         with pytest.raises(Unreadable):  # SQS will deliver it again
-            start_intake_job(world.deps, created, pacer, receive_count=receive)
+            start_intake_job(world.deps, created, receive_count=receive)
     assert world.jobs.all() == []
-    job = start_intake_job(world.deps, created, pacer, receive_count=world.settings.intake_max_receives)
+    job = start_intake_job(world.deps, created, receive_count=world.settings.intake_max_receives)
     assert job is not None and job.status is JobStatus.FAILED and job.error is not None
     assert job.error.code == "InternalError" and "Unreadable" in job.error.message
     assert [event["type"] for event in world.notifier.for_job(job.job_id)] == ["job.failed"]
@@ -116,14 +111,3 @@ def test_an_object_that_keeps_failing_gets_a_failed_job_on_its_last_receive(worl
 def test_a_manifest_deleted_before_it_was_read_is_a_failed_job(world: FakeWorld) -> None:
     job = submit_uploaded_object(world.deps, CreatedObject("intake", "incoming/gone.json", "v1", None, "alice"))
     assert job is not None and job.error is not None and "does not exist" in job.error.message
-
-
-def test_a_throttled_last_receive_leaves_the_stored_job_to_the_sweeper(world: FakeWorld) -> None:
-    upload_image(world, "incoming/cat.png", prompt="a cat", model="wan2.2-i2v-flash", resolution="480P")
-    world.dashscope.create_errors = [ThrottledError("slow", code="Throttling", retry_after_seconds=30)]
-    pacer = SubmitPacer(2, clock=lambda: 0.0, sleep=lambda seconds: None)
-    created = CreatedObject("intake", "incoming/cat.png", "v1", None, "alice")
-    with pytest.raises(ThrottledError):
-        start_intake_job(world.deps, created, pacer, receive_count=world.settings.intake_max_receives)
-    (job,) = world.jobs.all()
-    assert job.stage is Stage.ACCEPTED and world.notifier.events == []  # waiting, not failed

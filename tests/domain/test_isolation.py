@@ -11,14 +11,21 @@ from wanflow.usecases.cancel import cancel_job
 from wanflow.usecases.intake import CreatedObject, submit_uploaded_object
 from wanflow.usecases.queries import create_upload, get_job, list_jobs
 from wanflow.usecases.submit import submit_api_job
-from wanflow_tools.fakes import FakeWorld, caller, sample_job_body
+from wanflow_tools.fakes import FakeWorld, caller, fake_settings, sample_job_body
 from wanflow_tools.testing import image_bytes
 
 ALICE, BOB, ADMIN = caller("alice"), caller("bob"), caller("root", admin=True)
 
 
+@pytest.fixture
+def world() -> FakeWorld:
+    """Slots enough that every job here is submitted at once (the queue is test_admission's subject)."""
+    return FakeWorld(settings=fake_settings(model_slots="wan2.2-i2v-flash=20"))
+
+
 def submit_as(world: FakeWorld, who: Caller, **overrides: object) -> str:
     job, _ = submit_api_job(world.deps, sample_job_body(**overrides), idempotency_key=None, caller=who)
+    world.run_started_create_steps()
     return job.job_id
 
 
@@ -95,7 +102,7 @@ def test_an_intake_job_belongs_to_its_uploader_and_may_use_incoming_objects(worl
     manifest = b'{"model": "wan2.2-i2v-flash", "input": {"prompt": "p", "img_url": "frame.png"}}'
     world.objects.put_bytes("intake", "incoming/job.json", manifest, "application/json")
     job = submit_uploaded_object(world.deps, CreatedObject("intake", "incoming/job.json", "v1", None, "bob"))
-    assert job is not None and job.owner == "bob" and job.status is JobStatus.PENDING
+    assert job is not None and job.owner == "bob" and job.status is JobStatus.QUEUED
     assert get_job(world.deps, job.job_id, BOB)["job_id"] == job.job_id
     with pytest.raises(NotFound):
         get_job(world.deps, job.job_id, ALICE)

@@ -6,12 +6,15 @@ from datetime import timedelta
 
 import pytest
 
+from wanflow import sealing
 from wanflow.dashscope import TaskStatus
-from wanflow.errors import JobErrorCode, JobFailure, RetryLaterError, ThrottledError
+from wanflow.errors import JobErrorCode, RetryLaterError, ThrottledError
 from wanflow.events import PollState
 from wanflow.jobs import Job, JobStatus, Stage, utc_now
+from wanflow.usecases import pacing
 from wanflow.usecases.poll import check_status
-from wanflow_tools.fakes import FakeWorld
+from wanflow.usecases.submit import submit_api_job
+from wanflow_tools.fakes import FakeWorld, caller, sample_job_body
 
 
 def test_a_pending_task_waits_the_base_interval(world: FakeWorld, submitted: Job) -> None:
@@ -49,12 +52,20 @@ def test_a_succeeded_task_goes_to_finalize_with_its_usage(world: FakeWorld, subm
 def test_a_task_that_ended_badly_goes_to_the_failure_step(
     world: FakeWorld, submitted: Job, status: TaskStatus, code: str | None, outcome: str, expected_code: str
 ) -> None:
+    _submitted_an_hour_ago(world, submitted)
     world.dashscope.set_status("task-1", status, code=code, message="it broke", request_id="req-9")
     state = check_status(world.deps, submitted.job_id, PollState(next="wait", polls=0))
     assert state.next == "fail" and state.error is not None
     assert (state.error.code, state.error.outcome) == (expected_code, outcome)
     assert state.error.provider_request_id == "req-9"
     assert "error" in state.as_state() and state.as_state()["next"] == "fail"
+
+
+def _submitted_an_hour_ago(world: FakeWorld, job: Job) -> None:
+    def earlier(current: Job) -> None:
+        current.submitted_at = utc_now() - timedelta(hours=1)
+
+    world.jobs.update(job.job_id, earlier)
 
 
 def test_a_throttled_query_waits_longer_and_is_never_a_failure(world: FakeWorld, submitted: Job) -> None:
@@ -106,10 +117,51 @@ def test_a_job_that_ended_meanwhile_goes_to_the_failure_step_without_a_query(wor
     assert world.dashscope.queries == 0
 
 
-def test_a_job_without_a_task_cannot_be_polled(world: FakeWorld, submitted: Job) -> None:
+def test_a_job_whose_create_outcome_is_unknown_waits_for_the_sweeper_without_querying(
+    world: FakeWorld, submitted: Job
+) -> None:
     def forget(job: Job) -> None:
         job.provider.task_id = None
 
     world.jobs.update(submitted.job_id, forget)
-    with pytest.raises(JobFailure):
-        check_status(world.deps, submitted.job_id, PollState(next="wait", polls=0))
+    state = check_status(world.deps, submitted.job_id, PollState(next="wait", polls=0))
+    assert (state.next, state.wait_seconds) == ("wait", 15) and world.dashscope.queries == 0
+
+
+def test_a_granted_job_not_created_yet_goes_back_to_the_create_step(world: FakeWorld) -> None:
+    job, _ = submit_api_job(world.deps, sample_job_body(), idempotency_key=None, caller=caller())
+    assert check_status(world.deps, job.job_id, PollState(next="wait")).next == "submit"
+    assert world.dashscope.queries == 0
+
+
+def test_unknown_right_after_the_create_is_not_yet_a_verdict(world: FakeWorld, submitted: Job) -> None:
+    world.dashscope.set_status("task-1", TaskStatus.UNKNOWN)
+    state = check_status(world.deps, submitted.job_id, PollState(next="wait"))
+    assert state.next == "wait" and world.jobs.get(submitted.job_id).status is JobStatus.PENDING  # type: ignore[union-attr]
+
+
+def test_when_the_query_budget_has_no_turn_the_poll_waits_without_asking(world: FakeWorld, submitted: Job) -> None:
+    for _ in range(200):  # fill the next few seconds of the deployment's budget
+        world.limiter.reserve(pacing.QUERY_KEY, world.settings.query_budget_rps * pacing.HEADROOM, max_wait_seconds=60)
+    state = check_status(world.deps, submitted.job_id, PollState(next="wait", polls=4, throttled=2))
+    assert state.next == "wait" and world.dashscope.queries == 0
+    assert 7 <= state.wait_seconds <= 23  # about one interval (15 s), jittered so that waiting polls spread out
+    assert state.throttled == 2  # the budget being in use is not DashScope throttling us
+
+
+def test_a_query_waits_for_its_turn_under_the_budget(world: FakeWorld, submitted: Job) -> None:
+    rate = world.settings.query_budget_rps * pacing.HEADROOM
+    world.limiter.reserve(pacing.QUERY_KEY, rate, max_wait_seconds=60)
+    world.limiter.reserve(pacing.QUERY_KEY, rate, max_wait_seconds=60)
+    check_status(world.deps, submitted.job_id, PollState(next="wait"))
+    assert world.dashscope.queries == 1 and world.sleeps and world.sleeps[-1] > 0
+
+
+def test_a_succeeded_task_hands_its_video_url_sealed_to_the_finalizer(world: FakeWorld, submitted: Job) -> None:
+    url = "https://dashscope-result.example/video.mp4?Signature=secret-signature"
+    world.dashscope.succeed("task-1", url)
+    state = check_status(world.deps, submitted.job_id, PollState(next="wait"))
+    assert state.video is not None and "secret-signature" not in state.video and "dashscope" not in state.video
+    assert sealing.unseal(world.deps.seal_key(), state.video, context=submitted.job_id) == url
+    with pytest.raises(sealing.SealError):  # bound to its job
+        sealing.unseal(world.deps.seal_key(), state.video, context="another-job")

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 from wanflow.dashscope import TaskStatus
-from wanflow.errors import JobErrorCode, OutcomeUnknownError, ThrottledError
+from wanflow.errors import JobErrorCode, OutcomeUnknownError
 from wanflow.jobs import Job, JobStatus, Notification, Stage
 from wanflow.usecases import ending, sweep
 from wanflow.usecases.intake import CreatedObject, submit_uploaded_object
@@ -38,6 +38,7 @@ def age(world: FakeWorld, job_id: str, by: timedelta) -> None:
 def unanswered_create(world: FakeWorld) -> Job:
     world.dashscope.create_then_drop = OutcomeUnknownError("no answer", code="ReadTimeout")
     job, _ = submit_api_job(world.deps, sample_job_body(), idempotency_key=None, caller=caller())
+    job = world.run_create_step(job.job_id)
     assert job.stage is Stage.CREATE_UNKNOWN
     return job
 
@@ -64,37 +65,45 @@ def test_a_recent_unanswered_create_waits_for_the_task_list_to_catch_up(world: F
 def test_an_unanswered_create_with_no_task_fails_the_job(world: FakeWorld) -> None:
     world.dashscope.create_errors = [OutcomeUnknownError("no answer", code="ReadTimeout")]  # made no task
     job, _ = submit_api_job(world.deps, sample_job_body(), idempotency_key=None, caller=caller())
+    world.run_create_step(job.job_id)
     age(world, job.job_id, timedelta(minutes=3))
     assert sweep.sweep(world.deps) == {"create_not_found": 1}
     failed = world.jobs.get(job.job_id)
     assert failed is not None and failed.error is not None
     assert failed.error.code == JobErrorCode.CREATE_OUTCOME_UNKNOWN
     assert world.dashscope.creates == 0 and len(world.notifier.for_job(job.job_id)) == 1
+    assert job.job_id not in world.slots.holders("wan2.2-i2v-flash")  # its slot went back
 
 
 def test_a_task_another_job_owns_is_never_taken(world: FakeWorld, submitted: Job) -> None:
     world.dashscope.create_errors = [OutcomeUnknownError("no answer", code="ReadTimeout")]
     lost, _ = submit_api_job(world.deps, sample_job_body(), idempotency_key=None, caller=caller())
+    world.run_create_step(lost.job_id)
     age(world, lost.job_id, timedelta(minutes=3))
     assert sweep.sweep(world.deps) == {"create_not_found": 1}  # task-1 is the submitted job's
 
 
-def test_a_job_throttled_until_its_retries_ran_out_is_submitted_by_the_sweeper(world: FakeWorld) -> None:
-    world.dashscope.create_errors = [ThrottledError("slow", code="Throttling", retry_after_seconds=60)]
+def test_a_job_accepted_before_the_queue_existed_gets_an_execution_that_creates_only_with_a_slot(
+    world: FakeWorld,
+) -> None:
     world.objects.put_bytes("intake", "incoming/a.json", b"{}", "application/json")
     world.objects.objects[("intake", "incoming/a.json")].data = (
         b'{"model": "wan2.2-i2v-flash", "input": {"prompt": "p", "img_url": "i.png"},'
         b' "parameters": {"resolution": "480P"}}'
     )
     world.objects.put_bytes("intake", "incoming/i.png", image_bytes(320, 256), "image/png")
-    with pytest.raises(ThrottledError):
-        submit_uploaded_object(world.deps, CreatedObject("intake", "incoming/a.json", "v1", None, "alice"))
-    (job,) = world.jobs.all()
-    assert job.stage is Stage.ACCEPTED and world.dashscope.creates == 0
-    assert sweep.sweep(world.deps) == {}  # too early: its own retry may still come
-    age(world, job.job_id, timedelta(minutes=6))
-    assert sweep.sweep(world.deps) == {"resubmitted": 1}
-    assert world.jobs.get(job.job_id).stage is Stage.SUBMITTED and world.dashscope.creates == 1  # type: ignore[union-attr]
+    world.workflow.fail_starts = True
+    queued = submit_uploaded_object(world.deps, CreatedObject("intake", "incoming/a.json", "v1", None, "alice"))
+    assert queued is not None
+    world.slots.release("wan2.2-i2v-flash", queued.job_id)  # as the old version left it: accepted, no slot
+    world.workflow.fail_starts = False
+    assert sweep.sweep(world.deps) == {"execution_started": 1}
+    for holder in ("other-1", "other-2"):  # meanwhile the model's slots are all taken
+        world.slots.claim("wan2.2-i2v-flash", holder, 2)
+    assert world.run_create_step(queued.job_id).stage is Stage.ACCEPTED and world.dashscope.creates == 0
+    world.slots.release("wan2.2-i2v-flash", "other-1")
+    assert world.run_create_step(queued.job_id).stage is Stage.SUBMITTED and world.dashscope.creates == 1
+    assert queued.job_id in world.slots.holders("wan2.2-i2v-flash")
 
 
 def test_a_submitted_job_without_a_poll_loop_gets_one(world: FakeWorld) -> None:
@@ -142,6 +151,8 @@ def test_one_job_that_cannot_be_repaired_does_not_stop_the_others(world: FakeWor
     world.workflow.fail_starts = True
     first, _ = submit_api_job(world.deps, sample_job_body(), idempotency_key=None, caller=caller())
     second, _ = submit_api_job(world.deps, sample_job_body(), idempotency_key=None, caller=caller())
+    world.run_create_step(first.job_id)
+    world.run_create_step(second.job_id)
     world.workflow.fail_starts = False
     broken = world.jobs.get(first.job_id)
     assert broken is not None

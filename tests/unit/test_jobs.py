@@ -14,7 +14,9 @@ def new_job() -> Job:
 
 def test_the_happy_path_is_allowed():
     job = new_job()
+    assert (job.status, job.stage) == (JobStatus.QUEUED, Stage.QUEUED)  # a new job waits in the queue
     for status, stage in [
+        (JobStatus.PENDING, Stage.ACCEPTED),
         (JobStatus.PENDING, Stage.CREATING),
         (JobStatus.PENDING, Stage.SUBMITTED),
         (JobStatus.RUNNING, Stage.SUBMITTED),
@@ -28,6 +30,8 @@ def test_the_happy_path_is_allowed():
 @pytest.mark.parametrize(
     ("path", "refused"),
     [
+        # A queued job holds no slot: it is granted one before anything can be created.
+        ([], (JobStatus.QUEUED, Stage.QUEUED)),
         # A finished job never changes again: a late poll or a second finalizer cannot undo the end.
         ([(JobStatus.FAILED, Stage.DONE)], (JobStatus.RUNNING, Stage.FINALIZING)),
         ([(JobStatus.CANCELED, Stage.DONE)], (JobStatus.SUCCEEDED, Stage.DONE)),
@@ -59,11 +63,19 @@ def test_the_happy_path_is_allowed():
 )
 def test_transitions_the_machine_does_not_allow_are_refused(path, refused):
     job = new_job()
+    job.advance(JobStatus.PENDING, Stage.ACCEPTED)  # granted a slot
     for status, stage in path:
         job.advance(status, stage)
     assert not job.can_advance(*refused)
     with pytest.raises(TransitionRefused):
         job.advance(*refused)
+
+
+def test_a_queued_job_is_created_only_after_its_grant_and_may_end_at_once():
+    job = new_job()
+    assert not job.can_advance(JobStatus.PENDING, Stage.CREATING)
+    assert not job.can_advance(JobStatus.PENDING, Stage.SUBMITTED)
+    assert job.can_advance(JobStatus.CANCELED, Stage.DONE) and job.can_advance(JobStatus.FAILED, Stage.DONE)
 
 
 def test_fail_records_the_error_and_public_view_hides_bookkeeping():

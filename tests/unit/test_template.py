@@ -36,6 +36,7 @@ FUNCTION_FOLDERS = {
     "ApiFunction": "api",
     "IntakeFunction": "intake",
     "StatusFunction": "status",
+    "CreateTaskFunction": "create_task",
     "FinalizeFunction": "finalize",
     "RecordFailureFunction": "record_failure",
     "SweeperFunction": "sweeper",
@@ -55,6 +56,7 @@ KMS_ACTIONS = {"kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"}
 RESERVED_CONCURRENCY = {
     "ApiFunction": 50,
     "StatusFunction": 20,
+    "CreateTaskFunction": 10,
     "FinalizeFunction": 20,
     "RecordFailureFunction": 10,
     "SweeperFunction": 1,
@@ -316,7 +318,12 @@ def test_jobs_table_keys_indexes_recovery_and_ttl(transformed: dict[str, Any]) -
         "by_created": [("record_type", "HASH"), ("created_at", "RANGE")],
         "by_owner": [("owner", "HASH"), ("created_at", "RANGE")],
         "by_owner_status": [("owner_status", "HASH"), ("created_at", "RANGE")],
+        "by_queue": [("queue_model", "HASH"), ("queue_rank", "RANGE")],
+        "by_task": [("task_id", "HASH")],
     }
+    projections = {index["IndexName"]: index["Projection"] for index in table["GlobalSecondaryIndexes"]}
+    # The queue and task indexes only answer "which jobs": they keep keys, not whole jobs.
+    assert projections["by_queue"] == projections["by_task"] == {"ProjectionType": "KEYS_ONLY"}
     assert table["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
     assert table["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
     assert deployed(transformed)["Resources"]["JobsTable"]["Properties"]["SSESpecification"] == {"SSEEnabled": True}
@@ -506,18 +513,19 @@ def test_only_the_asynchronously_invoked_sweeper_has_a_lambda_dead_letter_queue(
     )
 
 
-def test_the_state_machine_may_invoke_only_its_three_functions(transformed: dict[str, Any]) -> None:
+def test_the_state_machine_may_invoke_only_its_four_functions(transformed: dict[str, Any]) -> None:
     role = transformed["Resources"]["JobStateMachineRole"]["Properties"]
     invoked = set()
     for policy in role["Policies"]:
         for statement in as_list(policy["PolicyDocument"]["Statement"]):
             assert as_list(statement["Action"]) == ["lambda:InvokeFunction"]
             invoked.add(statement["Resource"]["Fn::Sub"][1]["functionName"]["Ref"])
-    assert invoked == {"StatusFunction", "FinalizeFunction", "RecordFailureFunction"}
+    assert invoked == {"CreateTaskFunction", "StatusFunction", "FinalizeFunction", "RecordFailureFunction"}
     machine = transformed["Resources"]["JobStateMachine"]["Properties"]
     assert machine["StateMachineType"] == "STANDARD"
     assert machine["TracingConfiguration"] == {"Enabled": True}
     assert set(machine["DefinitionSubstitutions"]) == {
+        "CreateTaskFunctionArn",
         "StatusFunctionArn",
         "FinalizeFunctionArn",
         "RecordFailureFunctionArn",
@@ -592,7 +600,14 @@ def test_the_state_machine_graph_is_sound() -> None:
 
 
 def test_the_state_machine_is_the_documented_loop() -> None:
-    states = json.loads(ASL.read_text())["States"]
+    machine = json.loads(ASL.read_text())
+    states = machine["States"]
+    # A granted job's execution creates its task first, and comes back to it after a throttled create.
+    assert machine["StartAt"] == "CreateTask"
+    create = states["CreateTask"]
+    assert create["Resource"] == "${CreateTaskFunctionArn}" and create["ResultPath"] == "$.poll"
+    assert create["Next"] == "NextStep" and create["Catch"][0]["Next"] == "RecordFailure"
+    assert states["WaitToCreate"] == {"Type": "Wait", "SecondsPath": "$.poll.wait_seconds", "Next": "CreateTask"}
     assert states["Wait"] == {"Type": "Wait", "SecondsPath": "$.poll.wait_seconds", "Next": "CheckStatus"}
     check = states["CheckStatus"]
     assert check["Resource"] == "${StatusFunctionArn}"
@@ -608,6 +623,7 @@ def test_the_state_machine_is_the_documented_loop() -> None:
     assert check["Catch"] == [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "RecordFailure"}]
     choice = states[check["Next"]]
     assert {(c["Variable"], c["StringEquals"], c["Next"]) for c in choice["Choices"]} == {
+        ("$.poll.next", "submit", "WaitToCreate"),
         ("$.poll.next", "wait", "Wait"),
         ("$.poll.next", "finalize", "Finalize"),
         ("$.poll.next", "fail", "RecordFailure"),
