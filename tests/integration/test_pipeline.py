@@ -171,7 +171,7 @@ def test_a_job_succeeds_with_the_video_in_s3_and_one_notification(stack, api, em
     assert response.status_code == 202, response.text
     job_id = response.json()["job_id"]
     assert response.headers["location"] == f"/v1/jobs/{job_id}"
-    assert response.json()["status"] == "PENDING"
+    assert response.json()["status"] == "QUEUED" and response.json()["queued_at"]
     assert "base64" not in json.dumps(response.json()), "a data-URI image must never be echoed"
 
     job = wait_for_end(stack, api, job_id)
@@ -248,6 +248,7 @@ def test_an_expired_task_fails_the_job_as_task_expired(stack, api, emulator, clo
 def test_cancel_while_pending_cancels_at_dashscope(stack, api, emulator):
     with timings(emulator, pending_seconds=3600.0):
         job_id = submit(api).json()["job_id"]
+        wait_until(lambda: api.get(f"/v1/jobs/{job_id}").json()["provider"].get("task_status") == "PENDING")
         response = api.post(f"/v1/jobs/{job_id}/cancel")
         assert response.status_code == 200, response.text
         assert response.json()["status"] == "CANCELED"
@@ -384,30 +385,36 @@ def test_a_brief_throttle_is_ridden_out_without_a_second_task(stack, api, emulat
     assert len(emulator_tasks(emulator)) == 1
 
 
-def test_persistent_throttling_answers_429_and_a_retry_succeeds(stack, api, emulator):
+def test_persistent_create_throttling_never_refuses_a_job_and_it_succeeds_once_dashscope_recovers(
+    stack, api, emulator
+):
     faults(emulator, {"on": "create", "status": 429, "times": -1})
-    throttled = submit(api, job_body(), **{"Idempotency-Key": "throttled"})
-    assert throttled.status_code == 429
-    assert int(throttled.headers["retry-after"]) >= 1
-    assert throttled.json()["code"].startswith("Throttling")
-    assert throttled.json()["provider_request_id"]
-    assert emulator_tasks(emulator) == []
+    accepted = submit(api, job_body(), **{"Idempotency-Key": "throttled"})
+    assert accepted.status_code == 202 and accepted.json()["status"] == "QUEUED"
+    job_id = accepted.json()["job_id"]
+    # DashScope keeps refusing the create: the job waits in its execution, never fails, makes no task.
+    wait_until(lambda: _create_refusals(emulator) >= 2, what="refused creates")
+    assert api.get(f"/v1/jobs/{job_id}").json()["status"] == "PENDING" and emulator_tasks(emulator) == []
     httpx.delete(f"{emulator.root_url}/_emulator/faults").raise_for_status()
-    retried = submit(api, job_body(), **{"Idempotency-Key": "throttled"})
-    assert retried.status_code == 202
-    assert wait_for_end(stack, api, retried.json()["job_id"])["status"] == "SUCCEEDED"
+    assert wait_for_end(stack, api, job_id)["status"] == "SUCCEEDED"
     assert len(emulator_tasks(emulator)) == 1
+    assert_one_notification(stack, job_id, "job.succeeded")
 
 
-def test_a_rejected_create_keeps_dashscopes_code_and_leaves_no_job(stack, api, emulator):
-    jobs_before = len(api.get("/v1/jobs", params={"limit": 100}).json()["jobs"])
+def _create_refusals(emulator: Emulator) -> int:
+    stats = httpx.get(f"{emulator.root_url}/_emulator/stats").json()
+    return int(stats.get("creates_refused", stats.get("throttled_creates", 0)))
+
+
+def test_a_create_dashscope_refuses_ends_the_job_failed_with_dashscopes_code(stack, api, emulator):
     faults(emulator, {"on": "create", "status": 400, "code": "Arrearage", "message": "Access denied, account overdue"})
     response = submit(api)
-    assert response.status_code == 502  # the stack's account is at fault, not the caller's request
-    assert response.json()["code"] == "Arrearage"
-    assert response.json()["message"] == "Access denied, account overdue"
-    assert response.json()["provider_request_id"]
-    assert len(api.get("/v1/jobs", params={"limit": 100}).json()["jobs"]) == jobs_before
+    assert response.status_code == 202  # accepted: DashScope is asked only when the job's turn comes
+    job = wait_for_end(stack, api, response.json()["job_id"])
+    assert job["status"] == "FAILED" and job["error"]["code"] == "Arrearage"
+    assert job["error"]["message"] == "Access denied, account overdue" and job["error"]["provider_request_id"]
+    assert emulator_tasks(emulator) == []
+    assert_one_notification(stack, job["job_id"], "job.failed")
 
 
 def test_queries_answering_500_are_retried(stack, api, emulator):
@@ -544,14 +551,14 @@ def _queue_drained(sqs: Any, queue_url: str) -> bool:
     )
 
 
-def test_the_sweeper_starts_a_poll_loop_that_never_started(stack, api, monkeypatch):
+def test_the_sweeper_starts_an_execution_that_never_started(stack, api, monkeypatch):
     def refuse(*_: Any, **__: Any) -> bool:
         raise RuntimeError("Step Functions unavailable")
 
     with monkeypatch.context() as patch:
-        patch.setattr(StepFunctionsWorkflow, "start_polling", refuse)
+        patch.setattr(StepFunctionsWorkflow, "start_job", refuse)
         response = submit(api)
-    assert response.status_code == 202  # the task exists at DashScope: the job is accepted all the same
+    assert response.status_code == 202  # granted a slot all the same: the job says so and waits for the sweeper
     job_id = response.json()["job_id"]
     workflow = StepFunctionsWorkflow(stack.boto3_client("stepfunctions"), stack.env["WANFLOW_STATE_MACHINE_ARN"])
     assert workflow.execution_status(job_id) is None
