@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any, Protocol
 
 from wanflow.jobs import Job, JobStatus
@@ -173,3 +174,44 @@ class DashScopeApi(Protocol):
         page_no: int = 1,
         page_size: int = 10,
     ) -> TaskPage: ...
+
+
+class RateLimiter(Protocol):
+    """Turns shared by every invocation of a deployment, e.g. its DashScope queries (15/s) or a model's creates.
+
+    A turn is a point in time; turns of one key are at least 1/per_second apart, so any one-second window holds
+    at most per_second of them, rounded up (what DashScope's, and the emulator's, sliding-window limiter counts).
+    Idle time earns no burst: a key that was idle gets its next turn now, not a backlog of missed ones.
+    """
+
+    def reserve(self, key: str, per_second: float, *, max_wait_seconds: float) -> float | None:
+        """Reserve the next turn for `key` at `per_second` turns per second. Returns the seconds to wait before
+        using it (0.0: now), or None when the next free turn is more than `max_wait_seconds` away (then nothing is
+        reserved)."""
+        ...
+
+
+MILLISECOND = Decimal("0.001")
+
+
+def turn_spacing(per_second: float) -> Decimal:
+    """Seconds between two turns at `per_second`, in whole milliseconds (how turns are stored), rounded UP.
+
+    Rounding down would break the limit: 1/15 s as 0.066 s fits 16 turns into 0.99 s, and the 16th is refused.
+    """
+    if not per_second > 0:
+        raise ValueError(f"per_second must be positive, not {per_second}")
+    # Through str: Decimal(0.05) is 0.05000000000000000277..., which would round up to 0.051.
+    return max(MILLISECOND, (1 / Decimal(str(per_second))).quantize(MILLISECOND, rounding=ROUND_CEILING))
+
+
+def turn_window(now_seconds: float, max_wait_seconds: float) -> tuple[Decimal, Decimal]:
+    """(earliest, latest) turn for a caller at `now_seconds` (unix time) who waits up to `max_wait_seconds`.
+
+    The earliest is the clock rounded UP to a millisecond, so that a turn is never before the moment its caller
+    uses it: rounded down, a turn at 0.000 used at 0.0004 and the turn 1.000 later (at 20/s) would be 0.9996 s
+    apart, one too many in a second. The latest is rounded down, so a wait never exceeds `max_wait_seconds`.
+    """
+    now = Decimal(str(now_seconds))  # through str: the sum below is exact, unlike float addition
+    latest = now + Decimal(str(max_wait_seconds))
+    return now.quantize(MILLISECOND, rounding=ROUND_CEILING), latest.quantize(MILLISECOND, rounding=ROUND_FLOOR)

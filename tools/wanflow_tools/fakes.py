@@ -10,14 +10,16 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from wanflow.callers import Caller
 from wanflow.jobs import FINAL_STATUSES, Job, JobStatus, rfc3339
-from wanflow.ports import JobRepository, StoredObject, VersionConflict
+from wanflow.ports import JobRepository, StoredObject, VersionConflict, turn_spacing, turn_window
 from wanflow.settings import Settings
 from wanflow.tasks import TaskInfo, TaskPage, TaskStatus, TaskSummary
 from wanflow.usecases.context import Dependencies
@@ -213,6 +215,35 @@ class RecordingNotifier:
 
     def for_job(self, job_id: str) -> list[dict[str, Any]]:
         return [event for event in self.events if event["job"]["job_id"] == job_id]
+
+
+class InMemoryRateLimiter:
+    """`wanflow.ports.RateLimiter` in a dict, with the DynamoDB adapter's rules and millisecond turns; thread-safe.
+
+    `granted` is every turn handed out, as (key, turn time), in the order they were reserved.
+    """
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._next_at: dict[str, Decimal] = {}
+        self.granted: list[tuple[str, float]] = []
+
+    def reserve(self, key: str, per_second: float, *, max_wait_seconds: float) -> float | None:
+        spacing = turn_spacing(per_second)
+        with self._lock:
+            now_seconds = self._clock()
+            now, latest = turn_window(now_seconds, max_wait_seconds)
+            next_at = self._next_at.get(key)
+            if next_at is None or next_at < now:
+                turn = now  # idle: a turn now, never the missed ones
+            elif next_at > latest:
+                return None
+            else:
+                turn = next_at
+            self._next_at[key] = turn + spacing
+            self.granted.append((key, float(turn)))
+        return max(0.0, float(turn) - now_seconds)
 
 
 class FakeDashScope:
