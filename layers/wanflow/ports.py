@@ -181,14 +181,6 @@ class RunningSlots(Protocol):
         ...
 
 
-class RateLimiter(Protocol):
-    def reserve(self, key: str, per_second: float, *, max_wait_seconds: float) -> float | None:
-        """Reserve the next turn for `key` at `per_second` turns per second. Returns the seconds to wait before
-        using it (0.0: now), or None when the next free turn is more than `max_wait_seconds` away (then nothing
-        is reserved)."""
-        ...
-
-
 class Notifier(Protocol):
     """SNS: the `wanflow.job.v1` event of a finished job."""
 
@@ -218,6 +210,21 @@ class DashScopeApi(Protocol):
         page_no: int = 1,
         page_size: int = 10,
     ) -> TaskPage: ...
+
+
+class RateLimiter(Protocol):
+    """Turns shared by every invocation of a deployment, e.g. its DashScope queries (15/s) or a model's creates.
+
+    A turn is a point in time; turns of one key are at least 1/per_second apart, so any one-second window holds
+    at most per_second of them, rounded up (what DashScope's, and the emulator's, sliding-window limiter counts).
+    Idle time earns no burst: a key that was idle gets its next turn now, not a backlog of missed ones.
+    """
+
+    def reserve(self, key: str, per_second: float, *, max_wait_seconds: float) -> float | None:
+        """Reserve the next turn for `key` at `per_second` turns per second. Returns the seconds to wait before
+        using it (0.0: now), or None when the next free turn is more than `max_wait_seconds` away (then nothing is
+        reserved)."""
+        ...
 
 
 MILLISECOND = Decimal("0.001")

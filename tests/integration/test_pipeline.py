@@ -385,9 +385,7 @@ def test_a_brief_throttle_is_ridden_out_without_a_second_task(stack, api, emulat
     assert len(emulator_tasks(emulator)) == 1
 
 
-def test_persistent_create_throttling_never_refuses_a_job_and_it_succeeds_once_dashscope_recovers(
-    stack, api, emulator
-):
+def test_persistent_create_throttling_never_refuses_a_job_and_it_succeeds_once_dashscope_recovers(stack, api, emulator):
     faults(emulator, {"on": "create", "status": 429, "times": -1})
     accepted = submit(api, job_body(), **{"Idempotency-Key": "throttled"})
     assert accepted.status_code == 202 and accepted.json()["status"] == "QUEUED"

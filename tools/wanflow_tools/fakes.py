@@ -250,6 +250,25 @@ class InMemoryRunningSlots:
         return sum(runs) / len(runs) if runs else None
 
 
+class RecordingNotifier:
+    """Every published event, in order; `fail` makes publishing raise (SNS down)."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.fail = False
+
+    def publish_job_event(self, job: Job, job_view: dict[str, Any]) -> str:
+        if self.fail:
+            raise RuntimeError("SNS unavailable")
+        from wanflow.adapters.notifier import job_event
+
+        self.events.append(job_event(job, job_view))
+        return f"message-{len(self.events)}"
+
+    def for_job(self, job_id: str) -> list[dict[str, Any]]:
+        return [event for event in self.events if event["job"]["job_id"] == job_id]
+
+
 class InMemoryRateLimiter:
     """`wanflow.ports.RateLimiter` in a dict, with the DynamoDB adapter's rules and millisecond turns; thread-safe.
 
@@ -277,25 +296,6 @@ class InMemoryRateLimiter:
             self._next_at[key] = turn + spacing
             self.granted.append((key, float(turn)))
         return max(0.0, float(turn) - now_seconds)
-
-
-class RecordingNotifier:
-    """Every published event, in order; `fail` makes publishing raise (SNS down)."""
-
-    def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
-        self.fail = False
-
-    def publish_job_event(self, job: Job, job_view: dict[str, Any]) -> str:
-        if self.fail:
-            raise RuntimeError("SNS unavailable")
-        from wanflow.adapters.notifier import job_event
-
-        self.events.append(job_event(job, job_view))
-        return f"message-{len(self.events)}"
-
-    def for_job(self, job_id: str) -> list[dict[str, Any]]:
-        return [event for event in self.events if event["job"]["job_id"] == job_id]
 
 
 class FakeDashScope:

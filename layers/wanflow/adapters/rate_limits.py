@@ -23,8 +23,8 @@ KEY_PREFIX = "rate#"
 # TTL: an idle key's item goes this long after its last turn. Deleting it changes nothing (a next_at in the past
 # is treated as a missing item), so this only keeps the table small.
 KEEP_IDLE_SECONDS = 600
-# Each failed try means another invocation moved next_at between our write and our read; giving up after this many
-# (the caller then treats it like "too far away") bounds the time one reserve can spend under heavy contention.
+# A try fails only when another invocation moved next_at between our refused update and our read, or took an idle
+# key's turn first; giving up after this many (to the caller, like "too far away") bounds one reserve's requests.
 MAX_TRIES = 10
 
 
@@ -33,7 +33,7 @@ class DynamoRateLimiter:
 
     def __init__(self, table: Table, clock: Callable[[], float] = time.time) -> None:
         self._table = table
-        self._clock = clock  # wall clock: every invocation compares turns against its own
+        self._clock = clock  # wall clock, not monotonic: turns are compared across invocations and machines
 
     def reserve(self, key: str, per_second: float, *, max_wait_seconds: float) -> float | None:
         spacing = turn_spacing(per_second)
