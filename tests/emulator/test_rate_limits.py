@@ -68,3 +68,22 @@ def test_limits_can_be_switched_off(start_emulator: Callable[..., Emulator], clo
             create_task(client, body(model="wan2.2-i2v-flash"))
         for _ in range(30):
             assert client.get("/tasks", headers=AUTH).status_code == 200
+
+
+def test_the_request_log_counts_what_the_account_saw(limited: Emulator, clock: ManualClock):
+    with httpx.Client(base_url=limited.base_url) as client:
+        task_id = create_task(client, body(model="wan2.2-i2v-flash"))
+        create_task(client, body(model="wan2.2-i2v-flash"))
+        assert_throttled(client.post(CREATE, json=body(model="wan2.2-i2v-flash"), headers=ASYNC))
+        for _ in range(21):
+            client.get(f"/tasks/{task_id}", headers=AUTH)
+        clock.advance(1.0)
+        client.get(f"/tasks/{task_id}", headers=AUTH)
+        log = httpx.get(f"{limited.root_url}/_emulator/requests", params={"times": "1"}).json()["requests"]
+        assert log["create"]["requests"] == 3 and log["create"]["throttled"] == 1
+        assert log["create"]["statuses"] == {"200": 2, "429": 1}
+        assert log["query"]["requests"] == 22 and log["query"]["throttled"] == 1
+        # Refused queries count too: 21 arrived within one second, whatever the answer.
+        assert log["query"]["peak_per_second"] == 21 and len(log["query"]["times"]) == 22
+        httpx.post(f"{limited.root_url}/_emulator/reset")
+        assert httpx.get(f"{limited.root_url}/_emulator/requests").json() == {"requests": {}}

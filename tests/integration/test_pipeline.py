@@ -400,8 +400,8 @@ def test_persistent_create_throttling_never_refuses_a_job_and_it_succeeds_once_d
 
 
 def _create_refusals(emulator: Emulator) -> int:
-    stats = httpx.get(f"{emulator.root_url}/_emulator/stats").json()
-    return int(stats.get("creates_refused", stats.get("throttled_creates", 0)))
+    log = httpx.get(f"{emulator.root_url}/_emulator/requests").json()["requests"]
+    return int(log.get("create", {}).get("throttled", 0))
 
 
 def test_a_create_dashscope_refuses_ends_the_job_failed_with_dashscopes_code(stack, api, emulator):

@@ -18,12 +18,12 @@ from typing import Any
 import boto3
 import pytest
 from moto import mock_aws
-from moto.dynamodb.responses import DynamoHandler
 
 from wanflow.adapters.rate_limits import DynamoRateLimiter
 from wanflow.ports import RateLimiter
 from wanflow_tools.emulator.ratelimit import SlidingWindowLimiter
 from wanflow_tools.fakes import InMemoryRateLimiter
+from wanflow_tools.moto_stack.stack import DynamoDbAtomicity
 
 TABLE = "wanflow-test"
 START = 1_700_000_000.0
@@ -53,29 +53,21 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    # DynamoDB applies each request to an item atomically. moto checks the condition, reads `next_at`, writes, and
-    # then reads the item again for ReturnValues in separate Python steps, so threads interleave inside one
-    # UpdateItem (two callers were seen to get the same turn); this lock gives each of moto's requests DynamoDB's
-    # atomicity. It does not serialize the adapter: its requests still interleave freely.
-    lock = threading.Lock()
-    for name in ("get_item", "put_item", "update_item", "delete_item"):
-        monkeypatch.setattr(DynamoHandler, name, _locked(lock, getattr(DynamoHandler, name)))
-    with mock_aws():
-        boto3.client("dynamodb").create_table(
-            TableName=TABLE,
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
-        yield
-
-
-def _locked(lock: threading.Lock, method: Callable[..., Any]) -> Callable[..., Any]:
-    def locked(*args: Any, **kwargs: Any) -> Any:
-        with lock:
-            return method(*args, **kwargs)
-
-    return locked
+    # DynamoDB applies each request to an item atomically; moto, unpatched, lets threads interleave inside one
+    # UpdateItem (two callers were seen to get the same turn). The local stack's patch restores it here too.
+    atomicity = DynamoDbAtomicity()
+    atomicity.install()
+    try:
+        with mock_aws():
+            boto3.client("dynamodb").create_table(
+                TableName=TABLE,
+                KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+                AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                BillingMode="PAY_PER_REQUEST",
+            )
+            yield
+    finally:
+        atomicity.uninstall()
 
 
 def dynamo_limiter(clock: Callable[[], float]) -> DynamoRateLimiter:

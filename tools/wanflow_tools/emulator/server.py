@@ -50,6 +50,7 @@ from wanflow_tools.emulator.protocol import (
     new_request_id,
 )
 from wanflow_tools.emulator.ratelimit import SlidingWindowLimiter
+from wanflow_tools.emulator.request_log import DROPPED, RequestLog
 from wanflow_tools.emulator.rules import output_size
 from wanflow_tools.emulator.store import TaskStore, Timings
 from wanflow_tools.emulator.video_render import Renderer
@@ -66,10 +67,11 @@ class Route:
     method: str
     pattern: re.Pattern[str]
     endpoint: Endpoint
+    kind: str | None = None  # DashScope API requests are logged under this name (emulator.request_log)
 
 
-def route(method: str, path_pattern: str, endpoint: Endpoint) -> Route:
-    return Route(method, re.compile(f"^{path_pattern}$"), endpoint)
+def route(method: str, path_pattern: str, endpoint: Endpoint, kind: str | None = None) -> Route:
+    return Route(method, re.compile(f"^{path_pattern}$"), endpoint, kind)
 
 
 class Emulator:
@@ -88,16 +90,17 @@ class Emulator:
             self.store, self.renderer, clock=config.clock, size_rule=output_size, tick_seconds=config.tick_seconds
         )
         self.limiter = SlidingWindowLimiter(config.clock)
+        self.requests = RequestLog(config.clock)
         self._stopping = threading.Event()
         urls = VideoUrls()
         self.api = DashScopeApi(config, self.store, self.faults, self.limiter, urls, self.advance, self._stopping)
         self.downloads = Downloads(self.store, self.faults, urls, config.clock)
-        self.control = Control(self.store, self.faults, self.advance, self.reset, self._base_url_for)
+        self.control = Control(self.store, self.faults, self.advance, self.reset, self._base_url_for, self.requests)
         self.routes = [
-            route("POST", CREATE_PATH, self.api.create_task),
-            route("GET", TASKS_PATH, self.api.list_tasks),
-            route("GET", f"{TASKS_PATH}/(?P<task_id>[^/]+)", self.api.get_task),
-            route("POST", f"{TASKS_PATH}/(?P<task_id>[^/]+)/cancel", self.api.cancel_task),
+            route("POST", CREATE_PATH, self.api.create_task, "create"),
+            route("GET", TASKS_PATH, self.api.list_tasks, "list"),
+            route("GET", f"{TASKS_PATH}/(?P<task_id>[^/]+)", self.api.get_task, "query"),
+            route("POST", f"{TASKS_PATH}/(?P<task_id>[^/]+)/cancel", self.api.cancel_task, "cancel"),
             route("GET", f"{RESULTS_PREFIX}/(?P<task_id>[^/]+)\\.mp4", self.downloads.download),
             route("HEAD", f"{RESULTS_PREFIX}/(?P<task_id>[^/]+)\\.mp4", self.downloads.download),
             route("GET", f"{CONTROL_PREFIX}/health", self.control.health),
@@ -106,6 +109,7 @@ class Emulator:
             route("POST", f"{CONTROL_PREFIX}/faults", self.control.set_faults),
             route("DELETE", f"{CONTROL_PREFIX}/faults", self.control.clear_faults),
             route("POST", f"{CONTROL_PREFIX}/reset", self.control.reset),
+            route("GET", f"{CONTROL_PREFIX}/requests", self.control.request_log),
         ]
         self._server: _Server | None = None
         self._serving: threading.Thread | None = None
@@ -201,6 +205,16 @@ class Emulator:
         delete_files(self.store.clear())
         self.faults.clear()
         self.limiter.reset()
+        self.requests.reset()
+
+    def _answer(self, candidate: Route, request: Request, arguments: dict[str, str]) -> Outcome:
+        try:
+            return candidate.endpoint(request, **arguments)
+        except ApiError as error:
+            return error_response(error, new_request_id())
+        except Exception:  # a bug: answer like DashScope's own 500 rather than dropping the connection
+            logger.exception("%s %s failed", request.method, request.path)
+            return error_response(ApiError(INTERNAL_ERROR), new_request_id())
 
     def handle(self, request: Request) -> Outcome:
         """Routes one request; DashScope-style errors for anything that goes wrong."""
@@ -212,13 +226,11 @@ class Emulator:
             path_matched = True
             if candidate.method != request.method:
                 continue
-            try:
-                return candidate.endpoint(request, **match.groupdict())
-            except ApiError as error:
-                return error_response(error, new_request_id())
-            except Exception:  # a bug: answer like DashScope's own 500 rather than dropping the connection
-                logger.exception("%s %s failed", request.method, request.path)
-                return error_response(ApiError(INTERNAL_ERROR), new_request_id())
+            outcome = self._answer(candidate, request, match.groupdict())
+            if candidate.kind is not None:
+                status = outcome.status if isinstance(outcome, Response) else DROPPED
+                self.requests.record(candidate.kind, status)
+            return outcome
         if request.path.startswith(API_PREFIX) or path_matched:
             return error_response(ApiError(URL_ERROR), new_request_id())
         return json_response(404, {"code": "NotFound", "message": f"No such path: {request.path}"})

@@ -27,6 +27,7 @@ process at a time. `stop()` undoes everything, in reverse.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
@@ -134,6 +135,7 @@ class MotoStack:
         self._runtime: LambdaRuntime | None = None
         self._lambda_patch: MotoLambdaPatch | None = None
         self._s3_event_patch: _S3EventPatch | None = None
+        self._dynamodb_patch: DynamoDbAtomicity | None = None
         self._sqs_sources: dict[str, SqsEventSource] = {}
         self._schedules: dict[str, Schedule] = {}
         self._sink: NotificationSink | None = None
@@ -230,6 +232,8 @@ class MotoStack:
             steps.append(self._lambda_patch.uninstall)
         if self._s3_event_patch is not None:
             steps.append(self._s3_event_patch.uninstall)
+        if self._dynamodb_patch is not None:
+            steps.append(self._dynamodb_patch.uninstall)
         if self._server is not None:
             steps.append(lambda: self._moto_api("reset"))
             if self._previous_moto_config is not None:
@@ -422,6 +426,8 @@ class MotoStack:
         self._create_secrets()
         self._s3_event_patch = _S3EventPatch()
         self._s3_event_patch.install()
+        self._dynamodb_patch = DynamoDbAtomicity()
+        self._dynamodb_patch.install()
         self._create_buckets()
         self._create_functions()
         self._create_state_machines()
@@ -831,6 +837,50 @@ def _s3_notification_api_shape(notification: Mapping[str, Any]) -> dict[str, Any
     if notification.get("EventBridgeConfiguration"):
         shaped["EventBridgeConfiguration"] = {}
     return shaped
+
+
+class DynamoDbAtomicity:
+    """Gives each of moto's DynamoDB requests DynamoDB's own atomicity.
+
+    moto evaluates a condition, applies the update and builds the reply in separate Python steps, so two threads of
+    its server can interleave inside one request: two conditional `ADD`s may both pass a `size(...) < :slots` check,
+    two turns of the rate limiter may be the same. DynamoDB never does that, and wanflow's running slots, paced
+    turns and versioned job writes rely on it. One lock around each request handler restores it; the requests of
+    different callers still interleave freely, as they do against DynamoDB.
+    """
+
+    _OPERATIONS = ("get_item", "put_item", "update_item", "delete_item", "batch_write_item", "transact_write_items")
+
+    def __init__(self) -> None:
+        self._originals: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def install(self) -> None:
+        from moto.dynamodb.responses import DynamoHandler
+
+        if self._originals:
+            return
+        for name in self._OPERATIONS:
+            original = getattr(DynamoHandler, name)
+            self._originals[name] = original
+            setattr(DynamoHandler, name, self._locked(original))
+
+    def uninstall(self) -> None:
+        from moto.dynamodb.responses import DynamoHandler
+
+        for name, original in self._originals.items():
+            setattr(DynamoHandler, name, original)
+        self._originals = {}
+
+    def _locked(self, method: Callable[..., Any]) -> Callable[..., Any]:
+        lock = self._lock
+
+        @functools.wraps(method)
+        def locked(*args: Any, **kwargs: Any) -> Any:
+            with lock:
+                return method(*args, **kwargs)
+
+        return locked
 
 
 class _S3EventPatch:
