@@ -12,7 +12,8 @@ from wanflow.usecases import ending
 from wanflow.usecases.finalize import finalize_job
 from wanflow.usecases.poll import check_status
 from wanflow.usecases.views import output_key
-from wanflow_tools.fakes import FakeWorld
+from wanflow.usecases.submit import submit_api_job
+from wanflow_tools.fakes import FakeWorld, caller, sample_job_body
 
 VIDEO = b"\x00\x00\x00\x18ftypmp42 a small video"
 
@@ -57,6 +58,55 @@ def test_a_video_stored_by_a_run_that_died_is_recorded_not_downloaded_again(worl
     ended = finalize_job(world.deps, job.job_id)
     assert ended.status is JobStatus.SUCCEEDED and world.objects.copies == 1
     assert ended.output is not None and ended.output.bytes == len(VIDEO)
+
+
+def poll_to_finalize(world: FakeWorld, job: Job, url: str = "https://video/1") -> PollState:
+    world.dashscope.succeed("task-1", url)
+    world.objects.videos[url] = VIDEO
+    state = check_status(world.deps, job.job_id, PollState(next="wait"))
+    assert state.next == "finalize" and state.video is not None
+    return state
+
+
+def test_the_finalizer_downloads_the_url_the_poll_saw_without_asking_dashscope_again(
+    world: FakeWorld, submitted: Job
+) -> None:
+    state = poll_to_finalize(world, submitted)
+    queries = world.dashscope.queries
+    job = finalize_job(world.deps, submitted.job_id, state.video)
+    assert job.status is JobStatus.SUCCEEDED and world.objects.copies == 1
+    assert world.dashscope.queries == queries
+
+
+def test_a_seen_url_that_expired_is_asked_for_again_and_a_fresh_one_is_used(world: FakeWorld, submitted: Job) -> None:
+    state = poll_to_finalize(world, submitted, "https://video/old")
+    world.objects.expired_urls.add("https://video/old")
+    world.dashscope.succeed("task-1", "https://video/fresh")
+    world.objects.videos["https://video/fresh"] = VIDEO
+    queries = world.dashscope.queries
+    job = finalize_job(world.deps, submitted.job_id, state.video)
+    assert job.status is JobStatus.SUCCEEDED and world.dashscope.queries == queries + 1
+
+
+@pytest.mark.parametrize("token", ["v1.not-a-token", "garbage"])
+def test_a_token_that_cannot_be_opened_falls_back_to_asking_dashscope(
+    world: FakeWorld, submitted: Job, token: str
+) -> None:
+    poll_to_finalize(world, submitted)
+    queries = world.dashscope.queries
+    job = finalize_job(world.deps, submitted.job_id, token)
+    assert job.status is JobStatus.SUCCEEDED and world.dashscope.queries == queries + 1
+
+
+def test_a_token_sealed_for_another_job_is_not_used(world: FakeWorld, submitted: Job) -> None:
+    state = poll_to_finalize(world, submitted)
+    other, _ = submit_api_job(world.deps, sample_job_body(), idempotency_key=None, caller=caller())
+    other = world.run_create_step(other.job_id)
+    world.dashscope.succeed(other.provider.task_id or "", "https://video/other")
+    world.objects.videos["https://video/other"] = b"other video"
+    check_status(world.deps, other.job_id, PollState(next="wait"))
+    job = finalize_job(world.deps, other.job_id, state.video)  # the first job's token
+    assert job.output is not None and job.output.bytes == len(b"other video")
 
 
 def test_a_task_dashscope_forgot_ends_the_job_with_an_expired_video(world: FakeWorld, submitted: Job) -> None:

@@ -139,6 +139,7 @@ class InMemoryObjects:
     def __init__(self) -> None:
         self.objects: dict[tuple[str, str], FakeObject] = {}
         self.videos: dict[str, bytes] = {}  # what copy_url_to_s3 can download
+        self.expired_urls: set[str] = set()  # URLs that answer 403, as an expired signed URL does
         self.copies = 0
 
     def get_bytes(self, bucket: str, key: str, *, version_id: str | None = None, max_bytes: int | None = None) -> bytes:
@@ -178,6 +179,10 @@ class InMemoryObjects:
     def copy_url_to_s3(
         self, url: str, bucket: str, key: str, *, content_type: str, metadata: dict[str, str]
     ) -> StoredObject:
+        if url in self.expired_urls:
+            from wanflow.errors import JobErrorCode, JobFailure
+
+            raise JobFailure(JobErrorCode.VIDEO_URL_EXPIRED, "the video URL answered HTTP 403: it expired")
         data = self.videos[url]
         self.copies += 1
         self.objects[(bucket, key)] = FakeObject(data, content_type, dict(metadata))

@@ -82,7 +82,7 @@ def _unsealed(deps: Dependencies, job_id: str, sealed_video_url: str | None) -> 
         return None
     try:
         return sealing.unseal(deps.seal_key(), sealed_video_url, context=job_id)
-    except Exception:  # a token from another key (rotated) or tampered with: the task has the URL too
+    except sealing.SealError:  # sealed with a key since rotated, or tampered with: the task has the URL too
         logger.warning("the sealed video URL could not be opened; asking DashScope", extra={"job_id": job_id})
         return None
 
