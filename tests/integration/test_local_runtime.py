@@ -30,6 +30,7 @@ FUNCTIONS = (
     "ApiFunction",
     "IntakeFunction",
     "StatusFunction",
+    "CreateTaskFunction",
     "FinalizeFunction",
     "RecordFailureFunction",
     "SweeperFunction",
@@ -84,7 +85,11 @@ class Handlers:
         def handler(event: Any, context: Any) -> Any:
             self.calls.add(function, event, context)
             behaviour = self.behaviour.get(function)
-            return behaviour(event, context) if behaviour else {"handled_by": function}
+            if behaviour is not None:
+                return behaviour(event, context)
+            if function == "CreateTaskFunction":  # created at once: on to the poll loop
+                return {"next": "wait", "wait_seconds": 0, "polls": event["poll"].get("polls", 0)}
+            return {"handled_by": function}
 
         return handler
 
@@ -120,7 +125,7 @@ def fresh_handlers(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 def start_job(stack: MotoStack, job_id: str) -> str:
-    state = {"job_id": job_id, "poll": {"next": "wait", "wait_seconds": 0, "polls": 0}}
+    state = {"job_id": job_id, "poll": {"next": "submit"}}
     return stack.boto3_client("stepfunctions").start_execution(
         stateMachineArn=stack.resources["JobStateMachine"], name=job_id, input=json.dumps(state)
     )["executionArn"]
@@ -192,9 +197,13 @@ def test_every_template_resource_exists_with_its_settings(stack: MotoStack) -> N
         "by_created": ["record_type", "created_at"],
         "by_owner": ["owner", "created_at"],
         "by_owner_status": ["owner_status", "created_at"],
+        "by_queue": ["queue_model", "queue_rank"],
+        "by_task": ["task_id"],
     }
     ttl = stack.boto3_client("dynamodb").describe_time_to_live(TableName=resources["JobsTable"])
     assert ttl["TimeToLiveDescription"]["AttributeName"] == "expires_at"
+    admission = stack.boto3_client("dynamodb").describe_table(TableName=resources["AdmissionTable"])["Table"]
+    assert admission["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"}]
 
     sqs = stack.boto3_client("sqs")
     intake = sqs.get_queue_attributes(QueueUrl=resources["IntakeQueue"], AttributeNames=["All"])["Attributes"]
@@ -220,7 +229,7 @@ def test_every_template_resource_exists_with_its_settings(stack: MotoStack) -> N
 
     machine = stack.boto3_client("stepfunctions").describe_state_machine(stateMachineArn=resources["JobStateMachine"])
     expected = (REPO / "statemachine" / "job.asl.json").read_text()
-    for name in ("Status", "Finalize", "RecordFailure"):
+    for name in ("CreateTask", "Status", "Finalize", "RecordFailure"):
         expected = expected.replace(f"${{{name}FunctionArn}}", stack.attribute(f"{name}Function", "Arn"))
     assert json.loads(machine["definition"]) == json.loads(expected)
     assert machine["name"] == "wanflow-local-job"
@@ -264,6 +273,24 @@ def test_the_state_machine_waits_then_finalizes(stack: MotoStack, handlers: Hand
     assert context.function_name == "wanflow-local-finalize"
     assert context.memory_limit_in_mb == 1024
     assert 0 < context.get_remaining_time_in_millis() <= 900_000
+
+
+def test_a_throttled_create_waits_and_creates_again_before_polling(stack: MotoStack, handlers: Handlers) -> None:
+    creates: list[dict[str, Any]] = []
+
+    def create(event: Any, context: Any) -> dict[str, Any]:
+        creates.append(event["poll"])
+        if len(creates) < 3:
+            return {"next": "submit", "wait_seconds": 0, "polls": 0, "throttled": len(creates)}
+        return {"next": "wait", "wait_seconds": 0, "polls": 0}
+
+    handlers.behaviour["CreateTaskFunction"] = create
+    handlers.behaviour["StatusFunction"] = polls_then("finalize", after=1)
+    handlers.behaviour["FinalizeFunction"] = lambda event, context: {"status": "SUCCEEDED"}
+    execution = stack.wait_for_execution(start_job(stack, "job-throttled-create"), TIMEOUT)
+    assert execution["status"] == "SUCCEEDED"
+    assert [poll.get("throttled", 0) for poll in creates] == [0, 1, 2]  # each create saw the last one's state
+    assert len(handlers.calls.of("FinalizeFunction")) == 1
 
 
 def test_a_fail_decision_goes_to_record_failure(stack: MotoStack, handlers: Handlers) -> None:

@@ -81,7 +81,12 @@ def _unsealed(deps: Dependencies, job_id: str, sealed_video_url: str | None) -> 
     if not sealed_video_url:
         return None
     try:
-        return sealing.unseal(deps.seal_key(), sealed_video_url, context=job_id)
+        key = deps.seal_key()
+    except Exception:  # the key cannot be read now: a missing URL is no reason to fail a paid video
+        logger.warning("the seal key could not be read; asking DashScope", extra={"job_id": job_id}, exc_info=True)
+        return None
+    try:
+        return sealing.unseal(key, sealed_video_url, context=job_id)
     except sealing.SealError:  # sealed with a key since rotated, or tampered with: the task has the URL too
         logger.warning("the sealed video URL could not be opened; asking DashScope", extra={"job_id": job_id})
         return None
