@@ -11,8 +11,8 @@ from wanflow.jobs import Job, JobStatus, Notification, Output, Stage
 from wanflow.usecases import ending
 from wanflow.usecases.finalize import finalize_job
 from wanflow.usecases.poll import check_status
-from wanflow.usecases.views import output_key
 from wanflow.usecases.submit import submit_api_job
+from wanflow.usecases.views import output_key
 from wanflow_tools.fakes import FakeWorld, caller, sample_job_body
 
 VIDEO = b"\x00\x00\x00\x18ftypmp42 a small video"
