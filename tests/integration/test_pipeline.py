@@ -11,6 +11,7 @@ import hashlib
 import json
 import time
 import uuid
+from urllib.parse import urlsplit
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -220,6 +221,23 @@ def test_a_job_succeeds_with_the_video_in_s3_and_one_notification(stack, api, em
         "source": "api",
     }
     assert notification["message"]["job"]["output"]["sha256"] == output["sha256"]
+
+
+def test_the_signed_video_url_is_never_in_the_execution_history_in_plain_text(stack, api, emulator):
+    job_id = submit(api).json()["job_id"]
+    assert wait_for_end(stack, api, job_id)["status"] == "SUCCEEDED"
+    (task,) = emulator_tasks(emulator)
+    video_url = httpx.get(
+        f"{emulator.base_url}/tasks/{task['task_id']}", headers={"Authorization": f"Bearer {API_KEY}"}
+    ).json()["output"]["video_url"]
+    execution_arn = _execution_arn(stack, job_id)
+    stack.wait_for_execution(execution_arn, timeout=TIMEOUT)
+    events = stack.boto3_client("stepfunctions").get_execution_history(executionArn=execution_arn, maxResults=1000)
+    history = json.dumps(events["events"], default=str)
+    path = urlsplit(video_url).path
+    assert path and path not in history and video_url not in history
+    # What the finalizer got instead: a sealed token, in the finalize step's input.
+    assert '\\"video\\": \\"v1.' in history or '"video": "v1.' in history
 
 
 def test_a_failed_task_fails_the_job_with_dashscopes_code(stack, api, emulator):
