@@ -82,8 +82,8 @@ class JobRepository:
         """
         raise NotImplementedError
 
-    def count_queued_ahead(self, model: str, queue_rank: str) -> int:
-        """How many QUEUED jobs of `model` are ahead of `queue_rank` in its queue."""
+    def queued_ranks_before(self, model: str, queue_rank: str) -> list[str]:
+        """The queue ranks of `model`'s QUEUED jobs ahead of `queue_rank`, in queue order (keys only: cheap)."""
         raise NotImplementedError
 
     def update(self, job_id: str, change: Callable[[Job], None]) -> Job:

@@ -17,7 +17,7 @@ from wanflow.tasks import TaskStatus
 from wanflow.usecases import admission
 from wanflow.usecases.cancel import cancel_job
 from wanflow.usecases.poll import check_status
-from wanflow.usecases.queries import get_job
+from wanflow.usecases.queries import get_job, list_jobs
 from wanflow.usecases.submit import create_task_step, submit_api_job
 from wanflow.usecases.sweep import sweep
 from wanflow_tools.fakes import FakeWorld, caller, fake_settings, sample_job_body
@@ -255,3 +255,17 @@ def _queued_again(world: FakeWorld, job: Job) -> Job:
     stored.status, stored.stage, stored.granted_at = JobStatus.QUEUED, Stage.QUEUED, None
     stored.queued_at = utc_now()
     return stored
+
+
+def test_a_list_shows_every_queued_jobs_place_as_a_get_does(world: FakeWorld) -> None:
+    accept(world, SLOTS)
+    queued = accept(world, 4)
+    (urgent,) = accept(world, 1, priority="high")
+    listed = {
+        view["job_id"]: view["queue"]
+        for view in list_jobs(world.deps, caller(), status=None, limit=50, cursor=None)["jobs"]
+    }
+    for job in [*queued, urgent]:
+        assert listed[job.job_id] == get_job(world.deps, job.job_id, caller())["queue"]
+    assert listed[urgent.job_id]["position"] == 1 and listed[queued[3].job_id]["position"] == 5
+    assert sum(1 for place in listed.values() if place is None) == SLOTS  # granted jobs have left the queue

@@ -114,8 +114,8 @@ class InMemoryJobTable(JobRepository):
     def queued(self, model: str, *, limit: int) -> list[Job]:
         return self._queue(model)[:limit]
 
-    def count_queued_ahead(self, model: str, queue_rank: str) -> int:
-        return sum(1 for job in self._queue(model) if job.queue_rank < queue_rank)
+    def queued_ranks_before(self, model: str, queue_rank: str) -> list[str]:
+        return [job.queue_rank for job in self._queue(model) if job.queue_rank < queue_rank]
 
     def _queue(self, model: str) -> list[Job]:
         queued = (job for job in self.all() if job.status is JobStatus.QUEUED and model_of(job) == model)

@@ -116,18 +116,18 @@ class JobTable(JobRepository):
         jobs = (self.get(str(item["job_id"])) for item in page.get("Items", []))  # the index keeps keys only
         return [job for job in jobs if job is not None]
 
-    def count_queued_ahead(self, model: str, queue_rank: str) -> int:
+    def queued_ranks_before(self, model: str, queue_rank: str) -> list[str]:
         query: dict[str, Any] = {
             "IndexName": "by_queue",
             "KeyConditionExpression": Key("queue_model").eq(model) & Key("queue_rank").lt(queue_rank),
-            "Select": "COUNT",
+            "ProjectionExpression": "queue_rank",
         }
-        count = 0
+        ranks: list[str] = []
         while True:
             page = self._table.query(**query)
-            count += int(page.get("Count", 0))
+            ranks.extend(str(item["queue_rank"]) for item in page.get("Items", []))
             if "LastEvaluatedKey" not in page:
-                return count
+                return ranks
             query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def _with_status(self, status: JobStatus, *, since: str | None = None) -> list[Job]:

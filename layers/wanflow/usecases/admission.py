@@ -16,6 +16,7 @@ execution: the sweeper repairs both (`repair`), and frees slots held by jobs tha
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 from collections import Counter
@@ -143,23 +144,28 @@ def dispatch_quietly(deps: Dependencies, model: str) -> None:
         logger.exception("could not dispatch the queue; the sweeper will", extra={"model": model})
 
 
-def queue_position(deps: Dependencies, job: Job) -> dict[str, int]:
-    """`{position, ahead, eta_seconds}` of a QUEUED job: its place among its model's queued jobs, and when it
-    should get a slot if runs last as long as the model's recent ones did.
+def queue_positions(deps: Dependencies, jobs: list[Job]) -> dict[str, dict[str, int]]:
+    """`{position, ahead, eta_seconds}` of each QUEUED job in `jobs`, by job id: its place among its model's queued
+    jobs, and when it should get a slot if runs last as long as the model's recent ones did.
 
-    With `free` slots free and `ahead` jobs before it, the job starts at once if `ahead < free`; otherwise it waits
-    for `(ahead - free) // slots + 1` rounds of runs.
+    With `free` slots free and `ahead` jobs before it, a job starts at once if `ahead < free`; otherwise it waits
+    for `(ahead - free) // slots + 1` rounds of runs. One read of each model's queue serves a whole page of jobs.
     """
-    model = model_of(job)
-    ahead = deps.jobs.count_queued_ahead(model, job.queue_rank)
-    slots = deps.settings.slots_for(model)
-    free = max(0, slots - len(deps.slots.holders(model)))
-    if ahead < free:
-        eta = 0
-    else:
+    positions: dict[str, dict[str, int]] = {}
+    by_model: dict[str, list[Job]] = {}
+    for job in jobs:
+        if job.status is JobStatus.QUEUED:
+            by_model.setdefault(model_of(job), []).append(job)
+    for model, queued in by_model.items():
+        ranks = deps.jobs.queued_ranks_before(model, max(job.queue_rank for job in queued))
+        slots = deps.settings.slots_for(model)
+        free = max(0, slots - len(deps.slots.holders(model)))
         run_seconds = deps.slots.typical_run_seconds(model) or DEFAULT_RUN_SECONDS
-        eta = math.ceil(((ahead - free) // slots + 1) * run_seconds)
-    return {"position": ahead + 1, "ahead": ahead, "eta_seconds": eta}
+        for job in queued:
+            ahead = bisect.bisect_left(ranks, job.queue_rank)
+            eta = 0 if ahead < free else math.ceil(((ahead - free) // slots + 1) * run_seconds)
+            positions[job.job_id] = {"position": ahead + 1, "ahead": ahead, "eta_seconds": eta}
+    return positions
 
 
 def repair(deps: Dependencies, now: datetime) -> dict[str, int]:

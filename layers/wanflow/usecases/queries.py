@@ -15,7 +15,7 @@ from wanflow.capabilities import IMAGE_MIME_TYPES
 from wanflow.errors import FieldError, InvalidRequest
 from wanflow.jobs import JobStatus
 from wanflow.usecases.context import Dependencies, require_job
-from wanflow.usecases.views import job_view
+from wanflow.usecases.views import job_view, job_views
 
 UPLOAD_CONTENT_TYPES = (*IMAGE_MIME_TYPES, "audio/wav", "audio/x-wav", "audio/mpeg", "audio/mp3")
 
@@ -34,7 +34,7 @@ def list_jobs(
     start_after = cursors.verify(deps.cursor_key(), scope, cursor) if cursor else None
     jobs, last_key = deps.jobs.page(owner=owner, status=status, limit=limit, start_after=start_after)
     next_cursor = cursors.sign(deps.cursor_key(), scope, last_key) if last_key else None
-    return {"jobs": [job_view(deps, job) for job in jobs], "next_cursor": next_cursor}
+    return {"jobs": job_views(deps, jobs), "next_cursor": next_cursor}
 
 
 def create_upload(deps: Dependencies, caller: Caller, content_type: str) -> dict[str, Any]:

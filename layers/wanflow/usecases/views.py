@@ -5,19 +5,27 @@ from __future__ import annotations
 from typing import Any
 
 from wanflow.adapters.objects import parse_s3_uri
-from wanflow.jobs import Job, JobStatus
+from wanflow.jobs import Job
 from wanflow.usecases import admission
 from wanflow.usecases.context import Dependencies
 
 
 def job_view(deps: Dependencies, job: Job, *, with_url: bool = True) -> dict[str, Any]:
     """The job as users see it: with a short-lived video URL once stored, with its place in the queue while queued."""
-    url = None
-    if with_url and job.output is not None:
-        bucket, key = parse_s3_uri(job.output.s3_uri)
-        url = deps.objects.presigned_get(bucket, key, deps.settings.output_url_ttl_seconds)
-    queue = admission.queue_position(deps, job) if job.status is JobStatus.QUEUED else None
-    return job.public_view(output_url=url, queue=queue)
+    return job_views(deps, [job], with_url=with_url)[0]
+
+
+def job_views(deps: Dependencies, jobs: list[Job], *, with_url: bool = True) -> list[dict[str, Any]]:
+    """Several jobs as users see them (a page of a list): the queue is read once per model, not once per job."""
+    queues = admission.queue_positions(deps, jobs)
+    views = []
+    for job in jobs:
+        url = None
+        if with_url and job.output is not None:
+            bucket, key = parse_s3_uri(job.output.s3_uri)
+            url = deps.objects.presigned_get(bucket, key, deps.settings.output_url_ttl_seconds)
+        views.append(job.public_view(output_url=url, queue=queues.get(job.job_id)))
+    return views
 
 
 def output_key(job: Job, extension: str) -> str:
