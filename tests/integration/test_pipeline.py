@@ -11,12 +11,12 @@ import hashlib
 import json
 import time
 import uuid
-from urllib.parse import urlsplit
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import jsonschema
