@@ -1,0 +1,97 @@
+"""The job table's queue and task indexes in DynamoDB (through moto, with the template's own table definition)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from moto import mock_aws
+
+from wanflow.adapters.job_table import JobTable
+from wanflow.errors import QueueUnavailable
+from wanflow.jobs import Job, JobStatus, Priority, Provider, Source, Stage, utc_now
+from wanflow_tools.moto_stack.template import SamTemplate
+
+TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
+
+
+@pytest.fixture
+def table(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    properties = SamTemplate.load(TEMPLATE).resources_of_type("AWS::DynamoDB::Table")["JobsTable"]
+    with mock_aws():
+        boto3.client("dynamodb").create_table(
+            TableName="jobs",
+            AttributeDefinitions=properties["AttributeDefinitions"],
+            KeySchema=properties["KeySchema"],
+            GlobalSecondaryIndexes=properties["GlobalSecondaryIndexes"],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        yield boto3.resource("dynamodb").Table("jobs")
+
+
+def queued_job(number: int, *, model: str = "wan2.2-i2v-flash", priority: Priority = Priority.NORMAL) -> Job:
+    now = utc_now()
+    return Job(
+        job_id=f"job-{number:02d}",
+        source=Source.API,
+        model=model,
+        request={},
+        provider=Provider(region="ap-southeast-1"),
+        priority=priority,
+        queued_at=now + timedelta(seconds=number),
+    )
+
+
+def test_the_queue_index_holds_queued_jobs_only_in_queue_order(table: Any) -> None:
+    jobs = JobTable(table)
+    for number in range(5):
+        jobs.create(queued_job(number))
+    jobs.create(queued_job(9, priority=Priority.HIGH))
+    jobs.create(queued_job(7, model="wan2.6-i2v-flash"))
+    assert [job.job_id for job in jobs.queued("wan2.2-i2v-flash", limit=3)] == ["job-09", "job-00", "job-01"]
+
+    def granted(job: Job) -> None:
+        job.advance(JobStatus.PENDING, Stage.ACCEPTED)
+
+    jobs.update("job-09", granted)  # leaves the queue (and the sparse index) with its grant
+    assert [job.job_id for job in jobs.queued("wan2.2-i2v-flash", limit=10)] == [f"job-{n:02d}" for n in range(5)]
+    last = jobs.get("job-04")
+    assert last is not None
+    assert jobs.queued_ranks_before("wan2.2-i2v-flash", last.queue_rank) == [
+        job.queue_rank for job in jobs.queued("wan2.2-i2v-flash", limit=4)
+    ]
+    assert jobs.queued_ranks_before("wan2.6-i2v-flash", "2") == [jobs.get("job-07").queue_rank]  # type: ignore[union-attr]
+
+
+def test_the_task_index_names_the_job_that_records_a_task(table: Any) -> None:
+    jobs = JobTable(table)
+    jobs.create(queued_job(1))
+
+    def created(job: Job) -> None:
+        job.advance(JobStatus.PENDING, Stage.ACCEPTED)
+        job.advance(JobStatus.PENDING, Stage.CREATING)
+        job.advance(JobStatus.PENDING, Stage.SUBMITTED)
+        job.provider.task_id = "task-abc"
+
+    jobs.update("job-01", created)
+    assert jobs.holding_task("task-abc") == "job-01" and jobs.holding_task("task-other") is None
+
+
+def test_a_throttled_table_is_the_queue_unavailable(table: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    jobs = JobTable(table)
+
+    def throttled(**_: Any) -> None:
+        raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow"}}, "PutItem")
+
+    monkeypatch.setattr(table, "put_item", throttled)
+    with pytest.raises(QueueUnavailable):
+        jobs.create(queued_job(1))
