@@ -56,10 +56,10 @@ def dispatch(deps: Dependencies, model: str, *, newcomer: Job | None = None) -> 
         free = slots - len(deps.slots.holders(model))
         if free <= 0:
             break
-        candidates = [job for job in deps.jobs.queued(model, limit=free + len(seen)) if job.job_id not in seen]
-        if newcomer is not None and newcomer.job_id not in seen:
-            candidates.append(newcomer)
-        candidates.sort(key=lambda job: job.queue_rank)
+        found = {job.job_id: job for job in deps.jobs.queued(model, limit=free + len(seen))}
+        if newcomer is not None:
+            found.setdefault(newcomer.job_id, newcomer)
+        candidates = sorted((job for job in found.values() if job.job_id not in seen), key=lambda job: job.queue_rank)
         if not candidates:
             break
         progressed = False
