@@ -25,7 +25,9 @@ import pytest
 from wanflow.adapters.notifier import SnsNotifier
 from wanflow.adapters.workflow import StepFunctionsWorkflow, execution_arn
 from wanflow.callers import uploads_prefix
+from wanflow.jobs import Stage
 from wanflow.usecases import sweep
+from wanflow.wiring import dependencies
 from wanflow.wiring import reset as reset_application
 from wanflow_tools.emulator import Emulator, EmulatorConfig
 from wanflow_tools.moto_stack.stack import MotoStack
@@ -491,8 +493,10 @@ def test_a_finalizer_that_runs_twice_publishes_once(stack, api, emulator):
 def test_an_unanswered_create_is_reconciled_by_the_sweeper_without_a_second_task(stack, api, emulator, monkeypatch):
     faults(emulator, {"on": "create", "action": "drop_after_accept"})
     response = submit(api)
-    assert response.status_code == 202  # accepted: wanflow does not know yet whether DashScope has the task
+    assert response.status_code == 202
     job_id = response.json()["job_id"]
+    # The create step got no answer: wanflow does not know whether DashScope has the task, and waits for the sweeper.
+    wait_until(lambda: _stage(job_id) is Stage.CREATE_UNKNOWN, what="an unanswered create")
     assert len(emulator_tasks(emulator)) == 1
     monkeypatch.setenv("WANFLOW_RECONCILE_AFTER_SECONDS", "0")
     reset_application()
@@ -505,6 +509,11 @@ def test_an_unanswered_create_is_reconciled_by_the_sweeper_without_a_second_task
     assert job["status"] == "SUCCEEDED"
     assert len(emulator_tasks(emulator)) == 1
     assert job["provider"]["task_id"] == emulator_tasks(emulator)[0]["task_id"]
+
+
+def _stage(job_id: str) -> Stage | None:
+    job = dependencies().jobs.get(job_id)
+    return job.stage if job is not None else None
 
 
 def test_api_errors_name_the_field_and_spend_nothing(stack, api, emulator):
