@@ -23,6 +23,7 @@ import io
 import json
 import logging
 import math
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -39,6 +40,7 @@ import pytest
 
 from wanflow.adapters.running_slots import DynamoRunningSlots
 from wanflow.observability import logger as wanflow_logger
+from wanflow.settings import Settings, get_settings
 from wanflow.usecases import admission
 from wanflow.wiring import reset as reset_application
 from wanflow_tools.emulator import Emulator, EmulatorConfig
@@ -268,16 +270,40 @@ def api_dies_before_dispatching(monkeypatch: pytest.MonkeyPatch) -> Iterator[Non
 # ------------------------------------------------------------------------------------------------------ fixtures
 
 
+def quiesce(stack: MotoStack) -> None:
+    """Wait until no handler runs in the background: every job's stashed image is an S3 event the intake function
+    handles a moment later, on the event source's own threads.
+
+    Settings are cached per process (`functools.cache`): a handler that read the environment before a change and
+    stores its settings after the reset would keep the old ones in effect.
+    """
+    sqs = stack.boto3_client("sqs")
+    queue_url = stack.resources["IntakeQueue"]  # Ref of a queue is its URL
+    source = stack.sqs_event_source("IntakeFunction")
+
+    def idle() -> bool:
+        counts = sqs.get_queue_attributes(
+            QueueUrl=queue_url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        return set(counts.values()) == {"0"} and source.stats.in_flight == 0
+
+    wait_until(idle, what="the intake function to be idle")
+
+
 @pytest.fixture
-def configure(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., None]]:
+def configure(monkeypatch: pytest.MonkeyPatch, stack: MotoStack) -> Iterator[Callable[..., None]]:
     """Change the stack's settings (environment) for one test; the handlers re-read them."""
 
     def apply(**environment: str) -> None:
+        quiesce(stack)
         for name, value in environment.items():
             monkeypatch.setenv(name, value)
         reset_application()
+        assert get_settings() == Settings.from_environment(os.environ)
 
     yield apply
+    quiesce(stack)
     monkeypatch.undo()
     reset_application()
 
@@ -300,7 +326,7 @@ def jobs(
         return not unfinished and not slots.holders(MODEL)
 
     try:
-        wait_until(drained, what="every job of the test ended and its slot freed", timeout=2 * TIMEOUT)
+        wait_until(drained, what="every job of the test ended and its slot freed")
     except AssertionError:
         stack.run_sweeper()  # so that the next tests start clean; this test's teardown still fails
         wait_until(drained, what="the sweeper to clean up", timeout=TIMEOUT)
