@@ -27,6 +27,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -343,7 +344,8 @@ def test_a_burst_beyond_the_slots_succeeds_without_a_429_and_never_exceeds_the_s
     # keeps them from a 429 (the emulator runs 2 of them at a time; the third waits PENDING there).
     running_slots = 3
     configure(WANFLOW_MODEL_SLOTS=f"{MODEL}={running_slots}")
-    ids = [jobs.submit() for _ in range(12)]
+    with ThreadPoolExecutor(max_workers=6) as pool:  # concurrent requests: concurrent dispatchers
+        ids = list(pool.map(lambda _: jobs.submit(), range(12)))
 
     held: list[int] = []
 
