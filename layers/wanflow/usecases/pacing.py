@@ -5,8 +5,13 @@ other users of the key keep room); creates share each model's submit rate (the c
 reserved in one shared place (`RateLimiter`, a DynamoDB item per key), so that ten concurrent Lambdas together
 stay under the limit as one would.
 
-Turns are spaced for 90% of the limit: DashScope counts requests in a sliding one-second window as they arrive, and
-the gap absorbs the network's jitter between reserving a turn and the request reaching DashScope.
+DashScope counts requests in a sliding one-second window as they arrive, so turns are spaced for a fraction `h` of
+the limit: any `n + 1` turns under a limit of `n` per second then span `1 / h` seconds, and the time from a turn to its
+request's arrival may vary by up to `1 / h - 1` seconds, at every rate, without a 429. Queries are spaced for 90% of a
+budget that is itself below the account's limit. Creates are spaced for 75% of the model's submit rate (a third of a
+second): between a create's turn and its arrival come the job's claim (a DynamoDB write) and, on a cold start, a new
+TLS connection, which vary by more than the 0.11 s that 90% leaves. Creates are never the bottleneck (a model runs a
+few tasks at a time, for minutes each), so the margin costs nothing.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from wanflow.usecases.context import Dependencies
 
 QUERY_KEY = "dashscope-query"
 HEADROOM = 0.9
+CREATE_HEADROOM = 0.75
 
 
 def query_turn(deps: Dependencies, *, max_wait_seconds: float) -> bool:
@@ -26,7 +32,7 @@ def query_turn(deps: Dependencies, *, max_wait_seconds: float) -> bool:
 
 def create_turn(deps: Dependencies, spec: ModelSpec, *, max_wait_seconds: float) -> bool:
     """Wait for a create turn under the model's submit rate; False if none is free within `max_wait_seconds`."""
-    return _turn(deps, f"dashscope-create#{spec.name}", spec.submit_rps, max_wait_seconds)
+    return _turn(deps, f"dashscope-create#{spec.name}", spec.submit_rps, max_wait_seconds, headroom=CREATE_HEADROOM)
 
 
 def query_turn_or_retry_later(deps: Dependencies, *, max_wait_seconds: float = 10.0) -> None:
@@ -37,8 +43,10 @@ def query_turn_or_retry_later(deps: Dependencies, *, max_wait_seconds: float = 1
         )
 
 
-def _turn(deps: Dependencies, key: str, per_second: float, max_wait_seconds: float) -> bool:
-    wait = deps.limiter.reserve(key, per_second * HEADROOM, max_wait_seconds=max_wait_seconds)
+def _turn(
+    deps: Dependencies, key: str, per_second: float, max_wait_seconds: float, *, headroom: float = HEADROOM
+) -> bool:
+    wait = deps.limiter.reserve(key, per_second * headroom, max_wait_seconds=max_wait_seconds)
     if wait is None:
         return False
     if wait > 0:

@@ -151,6 +151,14 @@ def create_task_step(deps: Dependencies, job_id: str, previous: PollState) -> Po
         # Never a create without a slot. A granted job holds one already (claiming again is a no-op); only a job
         # accepted before the queue existed can get here without one, and waits for a free slot.
         return PollState(next="submit", wait_seconds=max(1, deps.settings.poll_interval_seconds), polls=polls)
+    # Everything the create needs is ready before its turn is taken (the presigned URLs, and the client, which reads
+    # the API key from Secrets Manager on a cold start): DashScope counts a request when it arrives, and the turns'
+    # headroom only absorbs the moments between a turn and its request, not a round trip to another service.
+    body = request.dashscope_body(
+        img_url=_fetchable_url(deps, request.input.img_url),
+        audio_url=_fetchable_url(deps, request.input.audio_url) if request.input.audio_url else None,
+    )
+    dashscope = deps.dashscope
     if not pacing.create_turn(deps, request.spec, max_wait_seconds=MAX_CREATE_TURN_WAIT):
         return PollState(next="submit", wait_seconds=1, polls=polls, throttled=previous.throttled)
 
@@ -162,12 +170,8 @@ def create_task_step(deps: Dependencies, job_id: str, previous: PollState) -> Po
         job = deps.jobs.update(job_id, claim)
     except TransitionRefused:  # canceled meanwhile, or another run of this step claimed it
         return create_task_step(deps, job_id, previous)
-    body = request.dashscope_body(
-        img_url=_fetchable_url(deps, request.input.img_url),
-        audio_url=_fetchable_url(deps, request.input.audio_url) if request.input.audio_url else None,
-    )
     try:
-        task = deps.dashscope.create_task(body)
+        task = dashscope.create_task(body)
     except RetryLaterError as exc:
         # Nothing was created: give the slot's turn back and try again after a pause that grows while it lasts.
         deps.jobs.update(job_id, lambda current: current.advance(JobStatus.PENDING, Stage.ACCEPTED))
