@@ -136,6 +136,7 @@ class MotoStack:
         self._lambda_patch: MotoLambdaPatch | None = None
         self._s3_event_patch: _S3EventPatch | None = None
         self._dynamodb_patch: DynamoDbAtomicity | None = None
+        self._dispatch_cache: MotoDispatchCache | None = None
         self._sqs_sources: dict[str, SqsEventSource] = {}
         self._schedules: dict[str, Schedule] = {}
         self._sink: NotificationSink | None = None
@@ -182,6 +183,8 @@ class MotoStack:
         if self._aws_port:
             # ThreadedMotoServer.start() would wait forever for a server that failed to bind.
             _check_port_free(self._host, self._aws_port)
+        self._dispatch_cache = MotoDispatchCache()
+        self._dispatch_cache.install()
         self._server = ThreadedMotoServer(ip_address=self._host, port=self._aws_port, verbose=False)
         self._server.start()
         host, port = self._server.get_host_and_port()
@@ -239,6 +242,8 @@ class MotoStack:
             if self._previous_moto_config is not None:
                 steps.append(lambda: self._moto_api("config", self._previous_moto_config))
             steps.append(self._server.stop)
+        if self._dispatch_cache is not None:
+            steps.append(self._dispatch_cache.uninstall)
         steps.extend([self._restore_environ, _reset_wanflow_caches, self._restore_loggers])
         errors = []
         for step in steps:
@@ -248,6 +253,7 @@ class MotoStack:
                 log.exception("stopping the local stack: %s failed", getattr(step, "__qualname__", step))
                 errors.append(exc)
         self._http_api = self._sink = self._server = self._lambda_patch = self._s3_event_patch = None
+        self._dynamodb_patch = self._dispatch_cache = None
         self._sqs_sources, self._schedules = {}, {}
         if errors:
             raise errors[0]
@@ -837,6 +843,46 @@ def _s3_notification_api_shape(notification: Mapping[str, Any]) -> dict[str, Any
     if notification.get("EventBridgeConfiguration"):
         shaped["EventBridgeConfiguration"] = {}
     return shaped
+
+
+class MotoDispatchCache:
+    """Remembers which moto backend serves a host name instead of working it out again for every request.
+
+    moto's server picks the backend of every request under one lock (`DomainDispatcherApplication.get_application`),
+    and `get_backend_for_host` lists moto's package directory on the way (a listdir and a stat per module, about 170)
+    and then tries about 180 URL patterns: a millisecond or so per request, while every other request waits for the
+    lock. Under load (bench/burst.py) that was the largest single cost of the local stack. The answer for a host name
+    never changes while the server runs, so it is kept.
+    """
+
+    def __init__(self) -> None:
+        self._original: Any = None
+
+    def install(self) -> None:
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+
+        if self._original is not None:
+            return
+        original = DomainDispatcherApplication.get_backend_for_host
+        known: dict[str | None, Any] = {}
+
+        @functools.wraps(original)
+        def get_backend_for_host(app: Any, host: str | None) -> Any:
+            try:
+                return known[host]
+            except KeyError:
+                backend = known[host] = original(app, host)
+                return backend
+
+        self._original = original
+        DomainDispatcherApplication.get_backend_for_host = get_backend_for_host  # type: ignore[method-assign,assignment]
+
+    def uninstall(self) -> None:
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+
+        if self._original is not None:
+            DomainDispatcherApplication.get_backend_for_host = self._original  # type: ignore[method-assign]
+            self._original = None
 
 
 class DynamoDbAtomicity:
