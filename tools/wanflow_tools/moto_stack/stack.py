@@ -51,6 +51,7 @@ from botocore.config import Config
 from wanflow import redaction
 from wanflow_tools.moto_stack.apigw import LocalHttpApi
 from wanflow_tools.moto_stack.events import Schedule, SqsEventSource
+from wanflow_tools.moto_stack.inprocess import InProcessAws
 from wanflow_tools.moto_stack.lambdas import Handler, InvocationResult, LambdaRuntime, LocalFunction, MotoLambdaPatch
 from wanflow_tools.moto_stack.notifications import Notification, NotificationSink
 from wanflow_tools.moto_stack.template import DEFAULT_TEMPLATE, FunctionSpec, SamTemplate, TemplateError
@@ -98,6 +99,7 @@ class MotoStack:
         handlers: Mapping[str, Handler] | None = None,
         on_notification: Callable[[Notification], None] | None = None,
         stack_name: str = STACK_NAME,
+        in_process_aws: bool = False,
     ) -> None:
         """
         state_dir: where notifications.jsonl is written (created if missing).
@@ -107,6 +109,9 @@ class MotoStack:
         poll_interval_seconds: WANFLOW_POLL_INTERVAL_SECONDS (None: the template's default).
         handlers: logical id -> callable replacing that function's handler (tests).
         on_notification: called with every notification record (e.g. to print it).
+        in_process_aws: this process's AWS calls to the moto server skip loopback HTTP and call its WSGI
+            application directly (wanflow_tools.moto_stack.inprocess): about half the CPU per request, for load
+            tests; other processes still use the server.
         """
         self._state_dir = Path(state_dir)
         self._aws_port = aws_port
@@ -123,6 +128,8 @@ class MotoStack:
         self._handler_overrides = dict(handlers or {})
         self._on_notification = on_notification
         self._stack_name = stack_name
+        self._in_process_aws = in_process_aws
+        self._in_process: InProcessAws | None = None
 
         self._template: SamTemplate | None = None
         self._server: Any = None
@@ -189,6 +196,9 @@ class MotoStack:
         self._server.start()
         host, port = self._server.get_host_and_port()
         self._endpoint = f"http://{host}:{port}"
+        if self._in_process_aws:
+            self._in_process = InProcessAws(self._server._server.app, host, port)
+            self._in_process.install()
         # moto's ASL interpreter calls Lambda through the server at localhost:$MOTO_PORT.
         self._set_environ({"MOTO_PORT": str(port)})
         self._moto_api("reset")
@@ -233,6 +243,8 @@ class MotoStack:
             steps.append(self._stop_executions)
         if self._lambda_patch is not None:
             steps.append(self._lambda_patch.uninstall)
+        if self._in_process is not None:
+            steps.append(self._in_process.uninstall)
         if self._s3_event_patch is not None:
             steps.append(self._s3_event_patch.uninstall)
         if self._dynamodb_patch is not None:
@@ -253,7 +265,7 @@ class MotoStack:
                 log.exception("stopping the local stack: %s failed", getattr(step, "__qualname__", step))
                 errors.append(exc)
         self._http_api = self._sink = self._server = self._lambda_patch = self._s3_event_patch = None
-        self._dynamodb_patch = self._dispatch_cache = None
+        self._dynamodb_patch = self._dispatch_cache = self._in_process = None
         self._sqs_sources, self._schedules = {}, {}
         if errors:
             raise errors[0]
