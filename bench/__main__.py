@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench import cold_start, emulator_bench, finalizer, poll_budget
+from bench import burst, cold_start, emulator_bench, finalizer, poll_budget
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 
@@ -16,6 +16,7 @@ def main() -> None:
         "cold_start": cold_start.run(),
         "finalizer": finalizer.run(),
         "emulator": emulator_bench.run(),
+        "burst": burst.run(),  # about 13 minutes on 2 cores (BENCH_BURST_JOBS=100 for a quick try)
     }
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")

@@ -29,6 +29,7 @@ def test_the_cli_finds_the_emulator_subcommand():
     assert (config.task_ttl_seconds, config.url_ttl_seconds) == (86_400, 86_400)
     assert config.faults == []
     assert config.rate_limits is True
+    assert config.max_running == {}
 
 
 def test_flags_become_the_config(tmp_path: Path):
@@ -39,6 +40,7 @@ def test_flags_become_the_config(tmp_path: Path):
         "--pending-seconds", "0.5", "--running-seconds", "0",
         "--task-ttl-seconds", "60", "--url-ttl-seconds", "30",
         "--faults", str(plan), "--region", "ap-southeast-1", "--no-rate-limits",
+        "--max-running", "wan2.6-i2v-flash=12", "--max-running", "wan2.1-i2v-turbo=3",
     )  # fmt: skip
     config = config_from_args(args)
     assert (config.host, config.port, config.api_key) == ("127.0.0.2", 0, "sk-x")
@@ -47,6 +49,14 @@ def test_flags_become_the_config(tmp_path: Path):
     assert config.faults == [{"on": "query", "status": 500, "times": 2}]
     assert config.region == "ap-southeast-1"
     assert config.rate_limits is False
+    assert config.max_running == {"wan2.6-i2v-flash": 12, "wanx2.1-i2v-turbo": 3}  # canonical names
+
+
+@pytest.mark.parametrize("value", ["no-such-model=3", "wan2.6-i2v-flash=0", "wan2.6-i2v-flash"])
+def test_bad_max_running_is_refused(value: str, capsys: pytest.CaptureFixture[str]):
+    with pytest.raises(SystemExit) as exited:
+        parse("--max-running", value)
+    assert exited.value.code == 2
 
 
 def test_negative_seconds_are_refused(capsys: pytest.CaptureFixture[str]):

@@ -129,6 +129,18 @@ def test_running_slots_per_model_keep_extra_tasks_pending(start_emulator: Callab
         assert emulator.store.count() == 4
 
 
+@pytest.mark.slow
+def test_raised_running_quota_runs_more_tasks_of_that_model(
+    start_emulator: Callable[..., Emulator], clock: ManualClock
+):
+    emulator = start_emulator(clock=clock, pending_seconds=0, running_seconds=100, max_running={"wan2.2-i2v-flash": 3})
+    with httpx.Client(base_url=emulator.base_url) as client:
+        raised = [create_task(client, body(model="wan2.2-i2v-flash")) for _ in range(4)]
+        assert [status_of(client, task_id) for task_id in raised] == ["RUNNING", "RUNNING", "RUNNING", "PENDING"]
+        default = [create_task(client, body(model="wanx2.1-i2v-turbo")) for _ in range(3)]
+        assert [status_of(client, task_id) for task_id in default] == ["RUNNING", "RUNNING", "PENDING"]
+
+
 def test_cancel_only_while_pending(http: httpx.Client, clock: ManualClock):
     task_id = create_task(http)
     reply = http.post(f"/tasks/{task_id}/cancel", headers=AUTH)

@@ -85,5 +85,6 @@ def test_the_request_log_counts_what_the_account_saw(limited: Emulator, clock: M
         assert log["query"]["requests"] == 22 and log["query"]["throttled"] == 1
         # Refused queries count too: 21 arrived within one second, whatever the answer.
         assert log["query"]["peak_per_second"] == 21 and len(log["query"]["times"]) == 22
+        assert len(log["query"]["throttled_times"]) == 1 and log["create"]["throttled_times"] == [clock() - 1.0]
         httpx.post(f"{limited.root_url}/_emulator/reset")
         assert httpx.get(f"{limited.root_url}/_emulator/requests").json() == {"requests": {}}

@@ -62,6 +62,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--region", help="accept only the model names of this region (e.g. ap-southeast-1); default: all"
     )
     parser.add_argument("--no-rate-limits", action="store_true", help="disable submit-RPS and 20 queries/s limits")
+    parser.add_argument(
+        "--max-running",
+        metavar="MODEL=N",
+        action="append",
+        type=_model_count,
+        default=[],
+        help="running tasks per model for an account with raised quotas, e.g. wan2.6-i2v-flash=12 (repeatable; "
+        "default: the capability table's)",
+    )
     parser.add_argument("--results-dir", help="where videos are kept (default: a temporary directory)")
     parser.add_argument("--render-processes", action="store_true", help="render in worker processes instead of threads")
     parser.add_argument(
@@ -89,6 +98,7 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         faults=faults,
         region=args.region,
         rate_limits=not args.no_rate_limits,
+        max_running=dict(args.max_running),
         results_dir=args.results_dir,
         render_in_processes=args.render_processes,
         utc_offset_hours=args.utc_offset_hours,
@@ -142,3 +152,19 @@ def _seconds(text: str) -> float:
     if value < 0:
         raise argparse.ArgumentTypeError("must be zero or more seconds")
     return value
+
+
+def _model_count(text: str) -> tuple[str, int]:
+    from wanflow.capabilities import find_model
+
+    name, _, count = text.partition("=")
+    spec = find_model(name.strip())
+    if spec is None:
+        raise argparse.ArgumentTypeError(f"unknown model {name.strip()!r}")
+    try:
+        value = int(count)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError("expected MODEL=N with N at least 1")
+    return spec.name, value

@@ -25,6 +25,9 @@ class EmulatorConfig:
     region: str | None = None  # a region id restricts model names to that region; None accepts every name
     rate_limits: bool = True  # per-model submit RPS and the 20 queries/s limit
     query_rps: int = 20
+    # Concurrent RUNNING tasks per model, for an account with raised quotas (what wanflow's ModelSlots would be set
+    # to); a model not listed keeps the capability table's `max_running`.
+    max_running: dict[str, int] = field(default_factory=dict)
     render_workers: int | None = None  # default: min(4, CPUs)
     render_in_processes: bool = False  # True: spawned worker processes instead of threads
     results_dir: str | None = None  # where videos are written; default: a temporary directory removed on stop

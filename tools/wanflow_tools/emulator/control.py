@@ -8,6 +8,7 @@
 - POST   /_emulator/reset   -> forgets every task, fault, rate-limit count and logged request
 - GET    /_emulator/requests -> {"requests": {kind: {...}}}: DashScope API requests by kind (create, query, list,
   cancel), their statuses, 429s and busiest second (emulator.request_log); `?times=1` adds every request's time
+  (`times`) and every 429's (`throttled_times`)
 """
 
 from __future__ import annotations

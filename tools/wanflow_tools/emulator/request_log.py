@@ -32,7 +32,7 @@ class RequestLog:
 
     def summary(self, *, with_times: bool = False) -> dict[str, Any]:
         """Per kind (create, query, list, cancel): requests, answers by status, 429s, the busiest one-second window
-        and, with `with_times`, every request's time."""
+        and, with `with_times`, every request's time and every 429's."""
         with self._lock:
             entries = list(self._entries)
         times: dict[str, list[float]] = defaultdict(list)
@@ -53,6 +53,8 @@ class RequestLog:
             }
             if with_times:
                 entry["times"] = moments
+                refused = (when for name, status, when in entries if name == kind and status == 429)
+                entry["throttled_times"] = sorted(refused)
             summary[kind] = entry
         return summary
 

@@ -82,7 +82,8 @@ class Emulator:
         config = self.config
         self.faults = FaultPlan(config.faults)
         self.store = TaskStore(
-            Timings(config.pending_seconds, config.running_seconds, config.task_ttl_seconds, config.url_ttl_seconds)
+            Timings(config.pending_seconds, config.running_seconds, config.task_ttl_seconds, config.url_ttl_seconds),
+            max_running=config.max_running,
         )
         self.results_dir: str | None = None  # set while running
         self.renderer = Renderer(workers=config.render_workers, use_processes=config.render_in_processes)

@@ -4,9 +4,10 @@ All state lives behind one lock. Readers get copies, so a response is built from
 lifecycle moves on. Transitions happen in `advance(now)`, which the emulator calls from a background ticker and
 before every read, so that answers are exact even with a frozen test clock.
 
-A task leaves PENDING after `pending_seconds` once its model has a free running slot (`ModelSpec.max_running`),
-oldest first; it leaves RUNNING after `running_seconds` once its video has been rendered (or at once, FAILED,
-when a fault planned a failure). A task older than `task_ttl_seconds` is forgotten: queries answer UNKNOWN.
+A task leaves PENDING after `pending_seconds` once its model has a free running slot (`ModelSpec.max_running`, or
+an account's raised quota, `EmulatorConfig.max_running`), oldest first; it leaves RUNNING after `running_seconds`
+once its video has been rendered (or at once, FAILED, when a fault planned a failure). A task older than
+`task_ttl_seconds` is forgotten: queries answer UNKNOWN.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from __future__ import annotations
 import copy
 import threading
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from wanflow.capabilities import find_model
 from wanflow.dashscope import TaskStatus  # the wire protocol's statuses, defined once
 from wanflow_tools.emulator.media import describe_source
 from wanflow_tools.emulator.protocol import INTERNAL_ERROR
@@ -97,8 +100,10 @@ class Advance:
 
 
 class TaskStore:
-    def __init__(self, timings: Timings) -> None:
+    def __init__(self, timings: Timings, max_running: Mapping[str, int] | None = None) -> None:
         self.timings = timings
+        # canonical model name -> running slots, instead of the capability table's
+        self._max_running = {_canonical(name): count for name, count in (max_running or {}).items()}
         self._lock = threading.Lock()
         self._tasks: dict[str, Task] = {}  # insertion order is submission order
 
@@ -177,7 +182,7 @@ class TaskStore:
                 due = task.submit_time + self.timings.pending_seconds
                 if task.status is not TaskStatus.PENDING or now < due:
                     continue
-                if running[task.model_key] >= task.accepted.spec.max_running:
+                if running[task.model_key] >= self._max_running.get(task.model_key, task.accepted.spec.max_running):
                     continue
                 running[task.model_key] += 1
                 task.status = TaskStatus.RUNNING
@@ -225,3 +230,8 @@ class TaskStore:
         task.status = TaskStatus.FAILED
         task.failure = failure
         task.end_time = now
+
+
+def _canonical(model: str) -> str:
+    spec = find_model(model)
+    return spec.name if spec is not None else model

@@ -51,6 +51,7 @@ from botocore.config import Config
 from wanflow import redaction
 from wanflow_tools.moto_stack.apigw import LocalHttpApi
 from wanflow_tools.moto_stack.events import Schedule, SqsEventSource
+from wanflow_tools.moto_stack.inprocess import InProcessAws
 from wanflow_tools.moto_stack.lambdas import Handler, InvocationResult, LambdaRuntime, LocalFunction, MotoLambdaPatch
 from wanflow_tools.moto_stack.notifications import Notification, NotificationSink
 from wanflow_tools.moto_stack.template import DEFAULT_TEMPLATE, FunctionSpec, SamTemplate, TemplateError
@@ -98,6 +99,7 @@ class MotoStack:
         handlers: Mapping[str, Handler] | None = None,
         on_notification: Callable[[Notification], None] | None = None,
         stack_name: str = STACK_NAME,
+        in_process_aws: bool = False,
     ) -> None:
         """
         state_dir: where notifications.jsonl is written (created if missing).
@@ -107,6 +109,9 @@ class MotoStack:
         poll_interval_seconds: WANFLOW_POLL_INTERVAL_SECONDS (None: the template's default).
         handlers: logical id -> callable replacing that function's handler (tests).
         on_notification: called with every notification record (e.g. to print it).
+        in_process_aws: this process's AWS calls to the moto server skip loopback HTTP and call its WSGI
+            application directly (wanflow_tools.moto_stack.inprocess): about half the CPU per request, for load
+            tests; other processes still use the server.
         """
         self._state_dir = Path(state_dir)
         self._aws_port = aws_port
@@ -123,6 +128,8 @@ class MotoStack:
         self._handler_overrides = dict(handlers or {})
         self._on_notification = on_notification
         self._stack_name = stack_name
+        self._in_process_aws = in_process_aws
+        self._in_process: InProcessAws | None = None
 
         self._template: SamTemplate | None = None
         self._server: Any = None
@@ -136,6 +143,7 @@ class MotoStack:
         self._lambda_patch: MotoLambdaPatch | None = None
         self._s3_event_patch: _S3EventPatch | None = None
         self._dynamodb_patch: DynamoDbAtomicity | None = None
+        self._dispatch_cache: MotoDispatchCache | None = None
         self._sqs_sources: dict[str, SqsEventSource] = {}
         self._schedules: dict[str, Schedule] = {}
         self._sink: NotificationSink | None = None
@@ -182,10 +190,15 @@ class MotoStack:
         if self._aws_port:
             # ThreadedMotoServer.start() would wait forever for a server that failed to bind.
             _check_port_free(self._host, self._aws_port)
+        self._dispatch_cache = MotoDispatchCache()
+        self._dispatch_cache.install()
         self._server = ThreadedMotoServer(ip_address=self._host, port=self._aws_port, verbose=False)
         self._server.start()
         host, port = self._server.get_host_and_port()
         self._endpoint = f"http://{host}:{port}"
+        if self._in_process_aws:
+            self._in_process = InProcessAws(self._server._server.app, host, port)
+            self._in_process.install()
         # moto's ASL interpreter calls Lambda through the server at localhost:$MOTO_PORT.
         self._set_environ({"MOTO_PORT": str(port)})
         self._moto_api("reset")
@@ -230,6 +243,8 @@ class MotoStack:
             steps.append(self._stop_executions)
         if self._lambda_patch is not None:
             steps.append(self._lambda_patch.uninstall)
+        if self._in_process is not None:
+            steps.append(self._in_process.uninstall)
         if self._s3_event_patch is not None:
             steps.append(self._s3_event_patch.uninstall)
         if self._dynamodb_patch is not None:
@@ -239,6 +254,8 @@ class MotoStack:
             if self._previous_moto_config is not None:
                 steps.append(lambda: self._moto_api("config", self._previous_moto_config))
             steps.append(self._server.stop)
+        if self._dispatch_cache is not None:
+            steps.append(self._dispatch_cache.uninstall)
         steps.extend([self._restore_environ, _reset_wanflow_caches, self._restore_loggers])
         errors = []
         for step in steps:
@@ -248,6 +265,7 @@ class MotoStack:
                 log.exception("stopping the local stack: %s failed", getattr(step, "__qualname__", step))
                 errors.append(exc)
         self._http_api = self._sink = self._server = self._lambda_patch = self._s3_event_patch = None
+        self._dynamodb_patch = self._dispatch_cache = self._in_process = None
         self._sqs_sources, self._schedules = {}, {}
         if errors:
             raise errors[0]
@@ -837,6 +855,46 @@ def _s3_notification_api_shape(notification: Mapping[str, Any]) -> dict[str, Any
     if notification.get("EventBridgeConfiguration"):
         shaped["EventBridgeConfiguration"] = {}
     return shaped
+
+
+class MotoDispatchCache:
+    """Remembers which moto backend serves a host name instead of working it out again for every request.
+
+    moto's server picks the backend of every request under one lock (`DomainDispatcherApplication.get_application`),
+    and `get_backend_for_host` lists moto's package directory on the way (a listdir and a stat per module, about 170)
+    and then tries about 180 URL patterns: a millisecond or so per request, while every other request waits for the
+    lock. Under load (bench/burst.py) that was the largest single cost of the local stack. The answer for a host name
+    never changes while the server runs, so it is kept.
+    """
+
+    def __init__(self) -> None:
+        self._original: Any = None
+
+    def install(self) -> None:
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+
+        if self._original is not None:
+            return
+        original = DomainDispatcherApplication.get_backend_for_host
+        known: dict[str | None, Any] = {}
+
+        @functools.wraps(original)
+        def get_backend_for_host(app: Any, host: str | None) -> Any:
+            try:
+                return known[host]
+            except KeyError:
+                backend = known[host] = original(app, host)
+                return backend
+
+        self._original = original
+        DomainDispatcherApplication.get_backend_for_host = get_backend_for_host  # type: ignore[method-assign,assignment]
+
+    def uninstall(self) -> None:
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+
+        if self._original is not None:
+            DomainDispatcherApplication.get_backend_for_host = self._original  # type: ignore[method-assign]
+            self._original = None
 
 
 class DynamoDbAtomicity:
