@@ -451,6 +451,10 @@ def summarize(
         "refused": dict(Counter(str(status) for _, status, _, _ in submitted if status != 202)),
         "lost": len(lost),
         "notifications": sum(notified.values()),
+        # Stored and run although the POST was not answered 202 (the API function outlived its 29 s timeout, as API
+        # Gateway's integration timeout would answer 504 while the Lambda finishes): a retry without an
+        # Idempotency-Key would have made a second job.
+        "notified_without_202": len(set(notified) - set(final)),
         "duplicate_notifications": sum(count - 1 for count in notified.values() if count > 1),
         "accept_latency_seconds": _percentiles([seconds for _, status, _, seconds in submitted if status == 202]),
         "submit_all_seconds": round(submitted_at - submit_started, 1),
