@@ -2,40 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from moto import mock_aws
 
 from wanflow.adapters.job_table import JobTable
 from wanflow.errors import QueueUnavailable
 from wanflow.jobs import Job, JobStatus, Priority, Provider, Source, Stage, utc_now
-from wanflow_tools.moto_stack.template import SamTemplate
-
-TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
 
 
 @pytest.fixture
-def table(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    properties = SamTemplate.load(TEMPLATE).resources_of_type("AWS::DynamoDB::Table")["JobsTable"]
-    with mock_aws():
-        boto3.client("dynamodb").create_table(
-            TableName="jobs",
-            AttributeDefinitions=properties["AttributeDefinitions"],
-            KeySchema=properties["KeySchema"],
-            GlobalSecondaryIndexes=properties["GlobalSecondaryIndexes"],
-            BillingMode="PAY_PER_REQUEST",
-        )
-        yield boto3.resource("dynamodb").Table("jobs")
+def table(moto_dynamodb: Callable[[str, str], None]) -> Any:
+    moto_dynamodb("JobsTable", "jobs")
+    return boto3.resource("dynamodb").Table("jobs")
 
 
 def queued_job(number: int, *, model: str = "wan2.2-i2v-flash", priority: Priority = Priority.NORMAL) -> Job:

@@ -10,20 +10,18 @@ import itertools
 import random
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any
 
 import boto3
 import pytest
-from moto import mock_aws
 
 from wanflow.adapters.rate_limits import DynamoRateLimiter
 from wanflow.ports import RateLimiter
 from wanflow_tools.emulator.ratelimit import SlidingWindowLimiter
 from wanflow_tools.fakes import InMemoryRateLimiter
-from wanflow_tools.moto_stack.stack import DynamoDbAtomicity
 
 TABLE = "wanflow-test"
 START = 1_700_000_000.0
@@ -48,26 +46,8 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    # DynamoDB applies each request to an item atomically; moto, unpatched, lets threads interleave inside one
-    # UpdateItem (two callers were seen to get the same turn). The local stack's patch restores it here too.
-    atomicity = DynamoDbAtomicity()
-    atomicity.install()
-    try:
-        with mock_aws():
-            boto3.client("dynamodb").create_table(
-                TableName=TABLE,
-                KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-                AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-                BillingMode="PAY_PER_REQUEST",
-            )
-            yield
-    finally:
-        atomicity.uninstall()
+def aws(moto_dynamodb: Callable[[str, str], None]) -> None:
+    moto_dynamodb("AdmissionTable", TABLE)
 
 
 def dynamo_limiter(clock: Callable[[], float]) -> DynamoRateLimiter:

@@ -4,37 +4,20 @@ dispatchers claim at once."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import boto3
 import pytest
-from moto import mock_aws
 
 from wanflow.adapters.running_slots import RECENT_RUNS, DynamoRunningSlots
-from wanflow_tools.moto_stack.stack import DynamoDbAtomicity
 
 TABLE = "wanflow-admission"
 
 
 @pytest.fixture
-def slots(monkeypatch: pytest.MonkeyPatch) -> Iterator[DynamoRunningSlots]:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    atomicity = DynamoDbAtomicity()
-    atomicity.install()
-    try:
-        with mock_aws():
-            boto3.client("dynamodb").create_table(
-                TableName=TABLE,
-                KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-                AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-                BillingMode="PAY_PER_REQUEST",
-            )
-            yield new_slots()
-    finally:
-        atomicity.uninstall()
+def slots(moto_dynamodb: Callable[[str, str], None]) -> DynamoRunningSlots:
+    moto_dynamodb("AdmissionTable", TABLE)
+    return new_slots()
 
 
 def new_slots() -> DynamoRunningSlots:
