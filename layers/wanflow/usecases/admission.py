@@ -99,8 +99,8 @@ def _complete_grant(deps: Dependencies, job_id: str, model: str) -> bool:
         current = deps.jobs.get(job_id)
         if current is None or current.status.is_final:
             deps.slots.release(model, job_id)  # canceled between our read and our grant
-            return False
-        job = current  # another dispatcher granted it: it holds this same slot
+        # Otherwise another dispatcher granted it (the same slot) and starts its execution: nothing to do twice.
+        return False
     start_execution(deps, job)
     return True
 
