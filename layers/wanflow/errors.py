@@ -9,7 +9,8 @@ Three kinds of knowledge live here, all as data plus small functions over it:
   the outcome is unknown (a create that may have reached DashScope), and `dashscope_error_rule()` also gives
   the HTTP status wanflow's own API replies with. Both read `DASHSCOPE_ERROR_RULES`.
 * How a finished-but-unsuccessful DashScope task becomes a job error: `JobErrorCode` (wanflow's own codes),
-  `DASHSCOPE_TASK_FAILURES` (hints for DashScope's task codes) and `failure_reason_for_task()`.
+  `DASHSCOPE_TASK_FAILURES` (hints for DashScope's task codes) and `failure_reason_for_task()`; and whether it
+  failed for DashScope's own reason, so that wanflow submits it again: `is_provider_side_failure()`.
 
 This module must not import the rest of wanflow: everything else imports it.
 """
@@ -324,7 +325,9 @@ JOB_ERROR_MESSAGES: Mapping[JobErrorCode, str] = {
 
 @dataclass(frozen=True)
 class TaskFailureRule:
-    """What a DashScope task failure code means to a user; `resubmittable` says a new task might succeed."""
+    """What a DashScope task failure code means to a user; `resubmittable` says the failure is DashScope's own
+    (internal error, timeout), so the same request as a new task might succeed: wanflow retries it by itself
+    (`is_provider_side_failure`)."""
 
     hint: str
     resubmittable: bool = False
@@ -344,6 +347,8 @@ DASHSCOPE_TASK_FAILURES: Mapping[str, TaskFailureRule] = {
     ),
     "InvalidURL": TaskFailureRule("DashScope could not download the image or audio from its URL."),
     "InternalError": TaskFailureRule("DashScope failed internally; submitting again may succeed.", True),
+    # "Request timed out, please try again later." (docs/dashscope.md "Errors").
+    "RequestTimeOut": TaskFailureRule("DashScope timed out; submitting again may succeed.", True),
 }
 
 
@@ -354,13 +359,34 @@ class FailureReason(NamedTuple):
     message: str
 
 
+def _task_failure_rule(code: str) -> TaskFailureRule | None:
+    return DASHSCOPE_TASK_FAILURES.get(code) or DASHSCOPE_TASK_FAILURES.get(code.split(".", 1)[0])
+
+
+def is_provider_side_failure(task_status: str, code: str | None) -> bool:
+    """Whether a task that ended `task_status` with `code` failed for DashScope's own reason (internal error,
+    timeout), so that a new task for the same request is worth trying (wanflow.usecases.retries).
+
+    Only FAILED tasks with a code listed as `resubmittable` (or a dotted variant of one: "InternalError.Algo") are.
+    Never moderation, bad parameters or URLs, the account's arrears or quota, a cancel, or an UNKNOWN task (the
+    task may still exist: a new one could be a second, paid video). A code wanflow does not know, or none at all,
+    is not retried either: it may be one that depends on the input, so a new task would fail the same way and only
+    delay the verdict by the backoffs; a provider-side code that should be retried is added to
+    `DASHSCOPE_TASK_FAILURES` once it is documented.
+    """
+    if task_status != "FAILED" or not code:
+        return False
+    rule = _task_failure_rule(code)
+    return rule is not None and rule.resubmittable
+
+
 def failure_reason_for_task(task_status: str, code: str | None, message: str | None) -> FailureReason:
     """Why a task that ended FAILED or UNKNOWN failed (`task_status` is a `TaskStatus` value)."""
     if task_status == "UNKNOWN":
         return FailureReason(JobErrorCode.TASK_EXPIRED, JOB_ERROR_MESSAGES[JobErrorCode.TASK_EXPIRED])
     if not code:
         return FailureReason(JobErrorCode.TASK_FAILED, message or JOB_ERROR_MESSAGES[JobErrorCode.TASK_FAILED])
-    rule = DASHSCOPE_TASK_FAILURES.get(code) or DASHSCOPE_TASK_FAILURES.get(code.split(".", 1)[0])
+    rule = _task_failure_rule(code)
     text = message or code
     if rule is not None:
         text = f"{text} ({rule.hint})"

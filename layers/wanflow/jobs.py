@@ -7,6 +7,8 @@ notification:
     queued -> accepted -> creating -> submitted -> finalizing -> done
                              |  \\-> accepted (DashScope throttled: nothing was created, try again later)
                              \\-> create_unknown (no answer to the create: only the sweeper decides, via the list API)
+    submitted -> accepted: the task ended FAILED for DashScope's own reason and the job has attempts left
+                           (`Job.retry_with_new_task`, wanflow.usecases.retries): a new task, a new attempt
 
 A QUEUED job waits in wanflow's admission queue (wanflow.usecases.admission) for a running slot of its model;
 `accepted` is a job that holds a slot and whose create has not been sent yet.
@@ -78,6 +80,7 @@ _ALLOWED: dict[tuple[JobStatus, Stage], set[tuple[JobStatus, Stage]]] = {
         (JobStatus.FAILED, Stage.DONE),
     },
     (JobStatus.PENDING, Stage.SUBMITTED): {
+        (JobStatus.PENDING, Stage.ACCEPTED),  # a retry (Job.retry_with_new_task): its task ended FAILED
         (JobStatus.PENDING, Stage.SUBMITTED),
         (JobStatus.RUNNING, Stage.SUBMITTED),
         (JobStatus.RUNNING, Stage.FINALIZING),
@@ -85,6 +88,7 @@ _ALLOWED: dict[tuple[JobStatus, Stage], set[tuple[JobStatus, Stage]]] = {
         (JobStatus.CANCELED, Stage.DONE),
     },
     (JobStatus.RUNNING, Stage.SUBMITTED): {
+        (JobStatus.PENDING, Stage.ACCEPTED),  # a retry (Job.retry_with_new_task): its task ended FAILED
         (JobStatus.RUNNING, Stage.SUBMITTED),
         (JobStatus.RUNNING, Stage.FINALIZING),
         (JobStatus.FAILED, Stage.DONE),
@@ -144,6 +148,27 @@ class JobError(BaseModel):
     provider_request_id: str | None = None
 
 
+class Attempt(BaseModel):
+    """One DashScope task of the job: the first, or a new one after a provider-side failure (docs/product.md)."""
+
+    task_id: str
+    status: str  # the task's status as DashScope last reported it (a `TaskStatus` value)
+    code: str | None = None  # DashScope's failure code, for a FAILED task
+    message: str | None = None  # DashScope's failure message, for a FAILED task
+    started: datetime  # DashScope accepted the task
+    ended: datetime | None = None  # wanflow saw the task end (DashScope's own end_time carries no zone)
+
+    def public_view(self) -> dict[str, Any]:
+        return {
+            "task_id": self.task_id,
+            "status": self.status,
+            "code": self.code,
+            "message": self.message,
+            "started": rfc3339(self.started),
+            "ended": _optional_time(self.ended),
+        }
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -186,8 +211,10 @@ class Job(BaseModel):
     created_at: datetime = Field(default_factory=utc_now)
     updated_at: datetime = Field(default_factory=utc_now)
     queued_at: datetime | None = None  # entered the admission queue (None for jobs from before the queue)
-    submitted_at: datetime | None = None  # DashScope accepted its task
+    submitted_at: datetime | None = None  # DashScope accepted its (current) task
     completed_at: datetime | None = None
+    # Every DashScope task of the job, oldest first; more than one after provider-side failures were retried.
+    attempts: list[Attempt] = Field(default_factory=list)
 
     # wanflow's bookkeeping, never shown to users
     request_fingerprint: str = ""
@@ -212,6 +239,44 @@ class Job(BaseModel):
 
     def can_advance(self, status: JobStatus, stage: Stage) -> bool:
         return (status, stage) in _ALLOWED.get((self.status, self.stage), set())
+
+    def current_attempt(self) -> Attempt | None:
+        """The attempt of the job's current task (one is added for a job stored before attempts were kept)."""
+        task_id = self.provider.task_id
+        if task_id is None:
+            return None
+        for attempt in reversed(self.attempts):
+            if attempt.task_id == task_id:
+                return attempt
+        attempt = Attempt(
+            task_id=task_id,
+            status=self.provider.task_status or "PENDING",
+            started=self.submitted_at or self.created_at,
+        )
+        self.attempts.append(attempt)
+        return attempt
+
+    def record_task_status(self, status: str, code: str | None = None, message: str | None = None) -> None:
+        """What DashScope last said of the current task's status, in `provider` and in its attempt; an end (any
+        status but PENDING and RUNNING) also dates the attempt and keeps the failure's code and message."""
+        self.provider.task_status = status
+        attempt = self.current_attempt()
+        if attempt is None:
+            return
+        attempt.status = status
+        if status not in ("PENDING", "RUNNING") and attempt.ended is None:
+            attempt.ended = utc_now()
+            attempt.code, attempt.message = code, message
+
+    def retry_with_new_task(self) -> None:
+        """Back to `accepted`, keeping its running slot, so that its execution creates a new task: only for a job
+        whose current task ended FAILED (the caller has decided the failure was DashScope's, and recorded it in
+        the attempt). The old task's fields are cleared; the attempt keeps them."""
+        if self.provider.task_status != "FAILED" or self.current_attempt() is None:
+            raise TransitionRefused(f"job {self.job_id}: only a job whose task ended FAILED is retried")
+        self.advance(JobStatus.PENDING, Stage.ACCEPTED)
+        self.provider = Provider(region=self.provider.region)
+        self.create_attempted_at = None
 
     def fail(self, code: str, message: str, provider_request_id: str | None = None) -> None:
         self.advance(JobStatus.FAILED, Stage.DONE)
@@ -245,6 +310,7 @@ class Job(BaseModel):
             "queued_at": _optional_time(self.queued_at),
             "submitted_at": _optional_time(self.submitted_at),
             "finished_at": _optional_time(self.completed_at),
+            "attempts": [attempt.public_view() for attempt in self.attempts],
         }
         if self.output is not None and self.status is JobStatus.SUCCEEDED:
             view["output"] = self.output.model_dump()

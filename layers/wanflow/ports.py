@@ -72,7 +72,12 @@ class JobRepository:
         raise NotImplementedError
 
     def holding_task(self, task_id: str) -> str | None:
-        """The id of the job that records DashScope task `task_id`, if any."""
+        """The id of the job that records DashScope task `task_id` (now, or as an earlier attempt), if any."""
+        raise NotImplementedError
+
+    def remember_task(self, job_id: str, task_id: str) -> None:
+        """Keep `holding_task(task_id)` answering `job_id` after the job moves on to a new task (a retry of a failed
+        one, wanflow.usecases.retries): the sweeper must never take a job's old task for another create. Idempotent."""
         raise NotImplementedError
 
     def queued(self, model: str, *, limit: int) -> list[Job]:

@@ -32,6 +32,8 @@ _ENVIRONMENT = {
     "WANFLOW_INTAKE_MAX_RECEIVES": "intake_max_receives",
     "WANFLOW_THROTTLED_WAIT_CAP_SECONDS": "throttled_wait_cap_seconds",
     "WANFLOW_CURSOR_SECRET_ARN": "cursor_secret_arn",
+    "WANFLOW_PROVIDER_RETRIES": "provider_retries",
+    "WANFLOW_PROVIDER_RETRY_BACKOFF_SECONDS": "provider_retry_backoff_seconds",
 }
 
 
@@ -75,6 +77,10 @@ class Settings(BaseModel):
     admin_principals: str = ""
     # The secret list cursors are signed with (only the API function has it).
     cursor_secret_arn: str = ""
+    # New tasks for a job whose task DashScope failed for its own reason (wanflow.usecases.retries); 0: none.
+    provider_retries: int = Field(default=2, ge=0, le=5)
+    # The first backoff before such a new task; each later one is four times longer (at most 15 minutes).
+    provider_retry_backoff_seconds: int = Field(default=30, ge=0, le=900)
 
     @property
     def admins(self) -> tuple[str, ...]:

@@ -31,6 +31,7 @@ class InMemoryJobTable(JobRepository):
     def __init__(self) -> None:
         self._docs: dict[str, tuple[int, str]] = {}  # job_id -> (version, job JSON)
         self._lock = threading.RLock()  # conditional writes are atomic, as DynamoDB's are
+        self.remembered_tasks: dict[str, str] = {}  # task_id -> job_id, for tasks of earlier attempts
         self.writes = 0
         # Called before each save: a test can change the stored job here to play a concurrent writer.
         self.before_save: Callable[[Job], None] | None = None
@@ -109,7 +110,11 @@ class InMemoryJobTable(JobRepository):
         return [job for job in self.all() if job.status in FINAL_STATUSES and _stamp(job) >= since]
 
     def holding_task(self, task_id: str) -> str | None:
-        return next((job.job_id for job in self.all() if job.provider.task_id == task_id), None)
+        current = next((job.job_id for job in self.all() if job.provider.task_id == task_id), None)
+        return current or self.remembered_tasks.get(task_id)
+
+    def remember_task(self, job_id: str, task_id: str) -> None:
+        self.remembered_tasks[task_id] = job_id
 
     def queued(self, model: str, *, limit: int) -> list[Job]:
         return self._queue(model)[:limit]

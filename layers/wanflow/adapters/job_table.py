@@ -13,7 +13,7 @@ from boto3.dynamodb.conditions import ConditionBase, Key
 from botocore.exceptions import ClientError
 
 from wanflow.errors import QueueUnavailable
-from wanflow.jobs import Job, JobStatus, model_of, rfc3339
+from wanflow.jobs import Job, JobStatus, model_of, rfc3339, utc_now
 from wanflow.ports import JobRepository, VersionConflict
 
 if TYPE_CHECKING:
@@ -24,6 +24,8 @@ _THROTTLING_CODES = frozenset(
     {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded", "InternalServerError"}
 )
 KEEP_FINISHED_JOBS = timedelta(days=90)  # TTL: finished jobs are deleted this long after they end
+# Key of the item that keeps an earlier attempt's task in the by_task index: "<job_id>#task#<task_id>".
+_TASK_MARKER = "#task#"
 
 
 class JobTable(JobRepository):
@@ -45,7 +47,7 @@ class JobTable(JobRepository):
 
     def get(self, job_id: str) -> Job | None:
         item = self._table.get_item(Key={"job_id": job_id}, ConsistentRead=True).get("Item")
-        return _job_from_item(item) if item else None
+        return _job_from_item(item) if item and "doc" in item else None  # not a remember_task item
 
     def save(self, job: Job) -> Job:
         expected = job.version
@@ -107,7 +109,18 @@ class JobTable(JobRepository):
     def holding_task(self, task_id: str) -> str | None:
         page = self._table.query(IndexName="by_task", KeyConditionExpression=Key("task_id").eq(task_id), Limit=1)
         items = page.get("Items", [])
-        return str(items[0]["job_id"]) if items else None
+        return str(items[0]["job_id"]).split(_TASK_MARKER, 1)[0] if items else None
+
+    def remember_task(self, job_id: str, task_id: str) -> None:
+        # A small item of its own, in the by_task index only (no record_type, status, owner or queue keys): a job
+        # item indexes one task, its current one. Kept as long as a finished job is.
+        self._table.put_item(
+            Item={
+                "job_id": f"{job_id}{_TASK_MARKER}{task_id}",
+                "task_id": task_id,
+                "expires_at": int((utc_now() + KEEP_FINISHED_JOBS).timestamp()),
+            }
+        )
 
     def queued(self, model: str, *, limit: int) -> list[Job]:
         page = self._table.query(

@@ -36,6 +36,6 @@ def cancel_job(deps: Dependencies, job_id: str, caller: Caller) -> Job:
 
     def canceled(current: Job) -> None:
         current.advance(JobStatus.CANCELED, Stage.DONE)
-        current.provider.task_status = TaskStatus.CANCELED.value
+        current.record_task_status(TaskStatus.CANCELED.value)
 
     return ending.end(deps, job_id, canceled)

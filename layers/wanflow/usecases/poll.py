@@ -12,7 +12,7 @@ from wanflow.errors import JobErrorCode, RetryLaterError, failure_reason_for_tas
 from wanflow.events import PollState, StepError
 from wanflow.jobs import Job, JobStatus, Stage, utc_now
 from wanflow.tasks import TaskInfo, TaskStatus
-from wanflow.usecases import admission, pacing
+from wanflow.usecases import admission, pacing, retries
 from wanflow.usecases.context import Dependencies, require_job
 
 logger = logging.getLogger(__name__)
@@ -92,6 +92,10 @@ def check_status(deps: Dependencies, job_id: str, previous: PollState) -> PollSt
     if task.status is TaskStatus.UNKNOWN and _just_submitted(job, deps.settings.poll_interval_seconds):
         # DashScope's task store may not know a task for a moment after its create: a verdict only after that.
         return PollState(next="wait", wait_seconds=max(1, deps.settings.poll_interval_seconds), polls=polls)
+    if task.status is TaskStatus.FAILED:
+        retrying = retries.retry_failed_task(deps, job, task, polls)
+        if retrying is not None:
+            return retrying  # a new task for the same job, which keeps its running slot
     job = deps.jobs.update(job_id, lambda current: record_task(current, task, polls))
     if task.status.is_terminal:
         admission.task_ended(deps, job, succeeded=task.status is TaskStatus.SUCCEEDED)
@@ -144,7 +148,7 @@ def _past_deadline(polls: int) -> PollState:
 def record_task(job: Job, task: TaskInfo, polls: int) -> None:
     """What a status query learned, into the job (moving it to RUNNING or FINALIZING as the task did)."""
     provider = job.provider
-    provider.task_status = task.status.value
+    job.record_task_status(task.status.value, task.code, task.message)
     for name in ("submit_time", "scheduled_time", "end_time", "orig_prompt", "actual_prompt"):
         value = getattr(task, name)
         if value is not None:

@@ -21,6 +21,7 @@ from wanflow.capabilities import estimate_cost_usd
 from wanflow.errors import (
     Conflict,
     FieldError,
+    JobErrorCode,
     InvalidRequest,
     OutcomeUnknownError,
     RejectedError,
@@ -145,6 +146,10 @@ def create_task_step(deps: Dependencies, job_id: str, previous: PollState) -> Po
     if job.stage is not Stage.ACCEPTED:
         # Created already (a repeated step), or a create whose outcome the sweeper reconciles: poll (or wait).
         return PollState(next="wait", wait_seconds=deps.settings.poll_interval_seconds, polls=polls)
+    if job.deadline_at is not None and utc_now() > job.deadline_at:
+        # A retry (wanflow.usecases.retries) that could not be created before the job's deadline: no new task.
+        ending.end_failed(deps, job_id, JobErrorCode.DEADLINE_EXCEEDED, "the job did not finish within 25 hours")
+        return PollState(next="fail", polls=polls)
     request = JobRequest.model_validate(job.request)
     model = model_of(job)
     if not deps.slots.claim(model, job_id, deps.settings.slots_for(model)):
@@ -198,14 +203,16 @@ def throttled_create_wait(throttled: int, retry_after: float | None) -> int:
 
 
 def record_created(job: Job, task: TaskInfo) -> None:
-    """DashScope has the job's task: the job's 25-hour deadline runs from now (a queued job has none)."""
+    """DashScope has the job's task, a new attempt: the job's 25-hour deadline runs from its first task's create (a
+    queued job has none; a retry's task keeps it, so that retries never stretch a job past it)."""
     job.advance(JobStatus.PENDING, Stage.SUBMITTED)
     job.provider.task_id = task.task_id
     job.provider.request_id = task.request_id
-    job.provider.task_status = task.status.value
     now = utc_now()
     job.submitted_at = now
-    job.deadline_at = now + JOB_DEADLINE
+    job.record_task_status(task.status.value)  # adds the attempt, started now
+    if job.deadline_at is None:
+        job.deadline_at = now + JOB_DEADLINE
 
 
 def _check_s3_sources(deps: Dependencies, request: JobRequest, caller: Caller, intake_upload: bool) -> None:

@@ -103,7 +103,10 @@ def _publish_unconfirmed(deps: Dependencies, job: Job, now: datetime) -> str:
 
 
 def _sweep_unfinished(deps: Dependencies, job: Job, now: datetime) -> str | None:
-    if job.deadline_at is not None and now > job.deadline_at and job.stage is not Stage.FINALIZING:
+    # Not while a create is in flight or unanswered (a job retrying a failed task has a deadline then): ending it
+    # would leave the task its create may have made to nobody. Its create step checks the deadline first.
+    past_deadline = job.deadline_at is not None and now > job.deadline_at
+    if past_deadline and job.stage not in (Stage.FINALIZING, Stage.CREATING, Stage.CREATE_UNKNOWN):
         ending.end_failed(deps, job.job_id, JobErrorCode.DEADLINE_EXCEEDED, "the job did not finish within 25 hours")
         return "deadline"
     stale_create = job.stage is Stage.CREATING and now - (job.create_attempted_at or job.updated_at) > STALE_CREATE
