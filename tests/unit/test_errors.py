@@ -25,6 +25,7 @@ from wanflow.errors import (
     classify_transport_failure,
     dashscope_error_rule,
     failure_reason_for_task,
+    is_provider_side_failure,
 )
 
 # (DashScope HTTP status, DashScope code, retry class, status of wanflow's own reply)
@@ -218,3 +219,38 @@ def test_failed_task_without_a_code_gets_wanflow_code():
         JOB_ERROR_MESSAGES[JobErrorCode.TASK_FAILED],
     )
     assert failure_reason_for_task("FAILED", "", "reason given") == ("TaskFailed", "reason given")
+
+
+# (task status, DashScope's code in output.code, whether wanflow submits the request again as a new task)
+TASK_ENDINGS = [
+    ("FAILED", "InternalError", True),  # DashScope failed internally
+    ("FAILED", "InternalError.Algo", True),  # a dotted variant falls back to its prefix
+    ("FAILED", "InternalError.Timeout", True),
+    ("FAILED", "RequestTimeOut", True),  # DashScope timed out
+    ("FAILED", "DataInspectionFailed", False),  # moderation: the same input fails the same way
+    ("FAILED", "IPInfringementSuspect", False),
+    ("FAILED", "InvalidParameter", False),
+    ("FAILED", "InvalidParameter.DataInspection", False),
+    ("FAILED", "InvalidURL", False),
+    ("FAILED", "Arrearage", False),  # the account's fault
+    ("FAILED", "AccessDenied", False),
+    ("FAILED", "Throttling.AllocationQuota", False),  # quota: not a failure of the task's own
+    ("FAILED", "SomethingNew", False),  # unknown codes are not retried (see is_provider_side_failure)
+    ("FAILED", None, False),  # no code: TaskFailed, not known to be DashScope's fault
+    ("FAILED", "", False),
+    ("UNKNOWN", "InternalError", False),  # the task may still exist: a new one could be a second video
+    ("CANCELED", "InternalError", False),
+    ("SUCCEEDED", None, False),
+    ("RUNNING", None, False),
+]
+
+
+@pytest.mark.parametrize(("status", "code", "retried"), TASK_ENDINGS)
+def test_only_failures_that_are_dashscopes_own_are_submitted_again(status: str, code: str | None, retried: bool):
+    assert is_provider_side_failure(status, code) is retried
+
+
+def test_every_resubmittable_task_failure_is_one_dashscope_answers_with_a_5xx_or_a_timeout():
+    # A code is only marked resubmittable when DashScope documents it as its own failure (docs/dashscope.md).
+    resubmittable = {code for code, rule in DASHSCOPE_TASK_FAILURES.items() if rule.resubmittable}
+    assert resubmittable == {"InternalError", "RequestTimeOut"}

@@ -21,8 +21,8 @@ from wanflow.capabilities import estimate_cost_usd
 from wanflow.errors import (
     Conflict,
     FieldError,
-    JobErrorCode,
     InvalidRequest,
+    JobErrorCode,
     OutcomeUnknownError,
     RejectedError,
     RetryLaterError,
