@@ -78,3 +78,25 @@ def test_a_throttled_table_is_the_queue_unavailable(table: Any, monkeypatch: pyt
     monkeypatch.setattr(table, "put_item", throttled)
     with pytest.raises(QueueUnavailable):
         jobs.create(queued_job(1))
+
+
+def test_a_retried_jobs_earlier_task_stays_in_the_task_index_and_nowhere_else(table: Any) -> None:
+    jobs = JobTable(table)
+    jobs.create(queued_job(1))
+
+    def created(job: Job) -> None:
+        job.advance(JobStatus.PENDING, Stage.ACCEPTED)
+        job.advance(JobStatus.PENDING, Stage.CREATING)
+        job.advance(JobStatus.PENDING, Stage.SUBMITTED)
+        job.provider.task_id = "task-old"
+        job.record_task_status("FAILED", "InternalError")
+
+    jobs.update("job-01", created)
+    jobs.remember_task("job-01", "task-old")
+    jobs.remember_task("job-01", "task-old")  # idempotent
+    jobs.update("job-01", lambda job: job.retry_with_new_task())
+    assert jobs.holding_task("task-old") == "job-01"
+    # The remembered task is not a job: lists, the sweeper's queries and reads by key never see it.
+    assert [job.job_id for job in jobs.unfinished()] == ["job-01"]
+    assert [job.job_id for job in jobs.page()[0]] == ["job-01"]
+    assert jobs.get("job-01#task#task-old") is None

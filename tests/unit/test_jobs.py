@@ -105,3 +105,57 @@ def test_polling_backs_off_so_a_24_hour_task_stays_under_the_history_limit():
     events_per_poll = 9  # Wait entered/exited, Task entered/scheduled/started/succeeded/exited, Choice entered/exited
     assert polls * events_per_poll < 25_000 / 4
     assert next_poll_wait(timedelta(minutes=1), 15) == 15
+
+
+def submitted_job(task_status: str) -> Job:
+    job = new_job()
+    job.advance(JobStatus.PENDING, Stage.ACCEPTED)
+    job.advance(JobStatus.PENDING, Stage.CREATING)
+    job.advance(JobStatus.PENDING, Stage.SUBMITTED)
+    job.provider.task_id = "task-1"
+    job.provider.request_id = "req-1"
+    job.record_task_status(task_status)
+    return job
+
+
+def test_a_job_goes_back_to_accepted_only_to_retry_a_task_that_ended_failed():
+    for status in ("PENDING", "RUNNING", "SUCCEEDED", "CANCELED", "UNKNOWN"):
+        with pytest.raises(TransitionRefused):
+            submitted_job(status).retry_with_new_task()
+    job = submitted_job("FAILED")
+    job.retry_with_new_task()
+    assert (job.status, job.stage) == (JobStatus.PENDING, Stage.ACCEPTED)
+    assert job.provider == Provider(region=job.provider.region)  # the old task's fields are in its attempt only
+    assert [(attempt.task_id, attempt.status) for attempt in job.attempts] == [("task-1", "FAILED")]
+
+
+def test_a_finalizing_job_never_goes_back_to_accepted():
+    job = submitted_job("SUCCEEDED")
+    job.advance(JobStatus.RUNNING, Stage.FINALIZING)
+    assert not job.can_advance(JobStatus.PENDING, Stage.ACCEPTED)
+
+
+def test_an_attempt_ends_once_with_the_failure_of_its_task():
+    job = submitted_job("RUNNING")
+    job.record_task_status("FAILED", "InternalError", "boom")
+    ended = job.attempts[0].ended
+    job.record_task_status("FAILED", "Other", "later")  # a repeated poll changes nothing
+    assert (job.attempts[0].code, job.attempts[0].message, job.attempts[0].ended) == ("InternalError", "boom", ended)
+    view = job.public_view()["attempts"]
+    assert view == [
+        {
+            "task_id": "task-1",
+            "status": "FAILED",
+            "code": "InternalError",
+            "message": "boom",
+            "started": view[0]["started"],
+            "ended": view[0]["ended"],
+        }
+    ]
+
+
+def test_a_stored_job_without_attempts_loads_with_none():
+    document = new_job().model_dump(mode="json")
+    del document["attempts"]
+    job = Job.model_validate(document)
+    assert job.attempts == [] and job.public_view()["attempts"] == []

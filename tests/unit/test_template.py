@@ -192,6 +192,7 @@ def test_parameters_and_their_defaults(sam: dict[str, Any]) -> None:
     assert parameters["NotificationEmail"]["Default"] == ""
     assert parameters["IntakeMaxConcurrency"]["Default"] == 2
     assert parameters["IntakeMaxConcurrency"]["MinValue"] == 2  # SQS event sources' minimum
+    assert (parameters["ProviderRetries"]["Default"], parameters["ProviderRetries"]["MinValue"]) == (2, 0)
     assert sam["Resources"]["DashScopeSecret"]["Condition"] == "CreateDashScopeSecret"
     assert sam["Resources"]["JobTopicEmailSubscription"]["Condition"] == "HasNotificationEmail"
 
@@ -677,6 +678,20 @@ def test_the_event_schema_is_valid_and_the_sample_notification_matches() -> None
     failed["job"]["error"] = {"code": "DataInspectionFailed", "message": "inappropriate content"}
     validator.validate(failed)
     assert list(validator.iter_errors({**sample, "time": "yesterday"}))
+
+
+def test_the_sample_notification_of_a_job_that_succeeded_after_a_retry_matches_the_schema() -> None:
+    validator = jsonschema.Draft202012Validator(
+        json.loads(EVENT_SCHEMA.read_text()), format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+    )
+    sample = json.loads((EVENTS / "notification-job-succeeded-after-retry.json").read_text())
+    validator.validate(sample)
+    attempts = sample["job"]["attempts"]
+    assert [attempt["status"] for attempt in attempts] == ["FAILED", "SUCCEEDED"]
+    assert attempts[-1]["task_id"] == sample["job"]["provider"]["task_id"]
+    broken = copy.deepcopy(sample)
+    del broken["job"]["attempts"][0]["started"]
+    assert list(validator.iter_errors(broken))
 
 
 # ------------------------------------------------------------------------------------------- sample events
