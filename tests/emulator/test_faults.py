@@ -122,6 +122,23 @@ def test_task_ends_failed_with_chosen_code(client: httpx.Client, emulator: Emula
     wait_for_status(client, healthy, "SUCCEEDED")
 
 
+def test_task_faults_pick_tasks_by_prompt_and_fail_the_next_n_with_a_provider_side_code(
+    client: httpx.Client, emulator: Emulator
+):
+    set_faults(emulator, [{"on": "task", "fail_code": "InternalError", "times": 2, "prompt": "flaky"}])
+    other = create_task(client)  # its prompt does not match: left alone, and the rule not used up
+    flaky = body()
+    flaky["input"]["prompt"] = "a flaky lighthouse"
+    first, second, third = (create_task(client, flaky) for _ in range(3))
+    for task_id in (first, second):
+        output = wait_for_status(client, task_id, "FAILED")["output"]
+        assert output["code"] == "InternalError" and "internal error" in output["message"]
+        assert output["end_time"] and "video_url" not in output
+    wait_for_status(client, third, "SUCCEEDED")
+    wait_for_status(client, other, "SUCCEEDED")
+    assert FaultPlan([{"on": "task", "fail_code": "X", "prompt": "p"}]).remaining()[0]["prompt"] == "p"
+
+
 def test_task_failure_message_can_be_chosen(client: httpx.Client, emulator: Emulator):
     set_faults(emulator, [{"on": "task", "fail_code": "Arrearage", "message": "Access denied, account overdue."}])
     output = wait_for_status(client, create_task(client), "FAILED")["output"]
@@ -214,4 +231,4 @@ def test_documented_example_plan_parses():
     from wanflow_tools.emulator import faults
 
     example = faults.__doc__.split("\n\n")[2]
-    assert len(FaultPlan(json.loads(example)).remaining()) == 12
+    assert len(FaultPlan(json.loads(example)).remaining()) == 13

@@ -74,8 +74,9 @@ class DashScopeApi:
         body = _json_body(request)
         model = body.get("model") if isinstance(body, dict) else None
         model_name = model if isinstance(model, str) else None
+        prompt = _prompt_of(body)
 
-        injected = self.faults.take("create", actions=frozenset({"status", "hang"}), model=model_name)
+        injected = self.faults.take("create", actions=frozenset({"status", "hang"}), model=model_name, prompt=prompt)
         if injected is not None and self._inject(injected) is not None:
             return CloseConnection()
 
@@ -92,13 +93,14 @@ class DashScopeApi:
             api_key_id=_api_key_id(api_key),
             submit_time=self.clock(),
         )
-        planned = self.faults.take("task", model=accepted.model)
+        planned = self.faults.take("task", model=accepted.model, prompt=prompt)
         if planned is not None and planned.fail_code is not None:
             task.planned_failure = (planned.fail_code, planned.message or task_failure_message(planned.fail_code))
         self.store.add(task)
         self.advance()
 
-        if self.faults.take("create", actions=frozenset({"drop_after_accept"}), model=model_name) is not None:
+        dropped = self.faults.take("create", actions=frozenset({"drop_after_accept"}), model=model_name, prompt=prompt)
+        if dropped is not None:
             return CloseConnection()
         return json_response(
             200, {"request_id": request_id, "output": {"task_id": task.task_id, "task_status": "PENDING"}}
@@ -242,6 +244,13 @@ def _json_body(request: Request) -> Any:
         return json.loads(request.body or b"null")
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise ApiError(INVALID_PARAMETER, "The request body is not valid JSON.") from None
+
+
+def _prompt_of(body: Any) -> str | None:
+    """The create body's `input.prompt`, for faults that pick tasks by prompt (None if there is none)."""
+    payload = body.get("input") if isinstance(body, dict) else None
+    prompt = payload.get("prompt") if isinstance(payload, dict) else None
+    return prompt if isinstance(prompt, str) else None
 
 
 def _int_parameter(query: dict[str, str], name: str, default: int, *, minimum: int, maximum: int | None = None) -> int:

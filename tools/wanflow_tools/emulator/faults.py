@@ -15,6 +15,7 @@ reaches zero.
       {"on": "query", "status": 429},
       {"on": "task", "fail_code": "DataInspectionFailed"},
       {"on": "task", "fail_code": "InternalError", "message": "custom text", "model": "wan2.2-i2v-flash"},
+      {"on": "task", "fail_code": "InternalError", "times": 2, "prompt": "flaky"},
       {"on": "download", "action": "truncate", "fraction": 0.5},
       {"on": "download", "action": "slow", "bytes_per_second": 65536},
       {"on": "download", "status": 404}
@@ -32,13 +33,15 @@ Events (`on`) and what a rule can do there:
 - `task` (consulted when a task is created): `fail_code` makes the task end FAILED with that code instead of
   SUCCEEDED, after its normal PENDING and RUNNING time, with a DashScope-like message (or `message`).
   Codes with built-in messages: DataInspectionFailed, IPInfringementSuspect, InternalError, InvalidParameter,
-  InvalidURL; any other code gets a generic message.
+  InvalidURL, RequestTimeOut; any other code gets a generic message. With `times: N` the next N tasks fail: a
+  provider-side code (InternalError) then plays DashScope failing N tasks in a row, e.g. before a retry succeeds.
 - `download` (GET /results/...): `status` (404 NoSuchKey, 403 AccessDenied, or any status, with an OSS-style XML
   body); `action: "truncate"` sends the full Content-Length but closes the connection after `fraction`
   (default 0.5) of the bytes; `action: "slow"` sends at `bytes_per_second` (default 65536).
 
 Common keys: `times` (default 1; -1 means every time), `skip` (let this many matching events pass first),
-`model` (create and task rules: only requests for this model name) and `task_id` (query and download rules).
+`model` (create and task rules: only requests for this model name), `prompt` (create and task rules: only
+requests whose `input.prompt` contains this text) and `task_id` (query and download rules).
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ _KNOWN_KEYS = frozenset(
         "times",
         "skip",
         "model",
+        "prompt",
         "task_id",
     }
 )
@@ -94,19 +98,23 @@ class Fault:
     fraction: float = 0.5
     bytes_per_second: int = 65_536
     model: str | None = None
+    prompt: str | None = None
     task_id: str | None = None
 
-    def matches(self, event: str, actions: frozenset[str], model: str | None, task_id: str | None) -> bool:
+    def matches(
+        self, event: str, actions: frozenset[str], model: str | None, task_id: str | None, prompt: str | None
+    ) -> bool:
         return (
             self.on == event
             and self.action in actions
             and (self.model is None or self.model == model)
+            and (self.prompt is None or (prompt is not None and self.prompt in prompt))
             and (self.task_id is None or self.task_id == task_id)
         )
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"on": self.on, "action": self.action, "times": self.times, "skip": self.skip}
-        for key in ("status", "code", "message", "fail_code", "model", "task_id"):
+        for key in ("status", "code", "message", "fail_code", "model", "prompt", "task_id"):
             if getattr(self, key) is not None:
                 data[key] = getattr(self, key)
         if self.action == "hang":
@@ -151,7 +159,7 @@ def parse_fault(rule: Any, position: int) -> Fault:
         fault.fail_code = rule.get("fail_code")
         if not isinstance(fault.fail_code, str) or not fault.fail_code:
             raise FaultPlanError(f"{where}: 'fail_code' must be a non-empty string")
-    for key in ("code", "message", "model", "task_id"):
+    for key in ("code", "message", "model", "prompt", "task_id"):
         value = rule.get(key)
         if value is not None and not isinstance(value, str):
             raise FaultPlanError(f"{where}: {key!r} must be a string")
@@ -205,12 +213,13 @@ class FaultPlan:
         actions: frozenset[str] | None = None,
         model: str | None = None,
         task_id: str | None = None,
+        prompt: str | None = None,
     ) -> Fault | None:
         """The fault that fires for this event, if any (counted down, so each firing is used once)."""
         allowed = actions if actions is not None else ACTIONS_BY_EVENT[event]
         with self._lock:
             for fault in self._faults:
-                if not fault.matches(event, allowed, model, task_id):
+                if not fault.matches(event, allowed, model, task_id, prompt):
                     continue
                 if fault.skip > 0:
                     fault.skip -= 1

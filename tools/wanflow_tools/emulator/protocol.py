@@ -50,6 +50,7 @@ TASK_FAILURE_MESSAGES: dict[str, str] = {
     "InternalError": INTERNAL_ERROR.message,
     "InvalidParameter": "The request parameter is invalid, please check the request.",
     "InvalidURL": "Download the media resource timed out during the data inspection process.",
+    "RequestTimeOut": "Request timed out, please try again later.",
 }
 
 # Messages for injected HTTP failures, by status.
