@@ -426,7 +426,8 @@ def test_cancel_while_queued_is_immediate_calls_no_dashscope_and_the_queue_moves
 def test_a_slot_freed_by_failure_cancel_or_expiry_starts_the_next_job_without_the_sweeper(
     jobs: Jobs, configure: Callable[..., None], emulator: Emulator, stack: MotoStack, clock: Clock
 ) -> None:
-    configure(WANFLOW_MODEL_SLOTS=f"{MODEL}=1")  # one slot: each release has exactly one job waiting for it
+    # One slot: each release has exactly one job waiting for it. No retries: the failure below ends its job.
+    configure(WANFLOW_MODEL_SLOTS=f"{MODEL}=1", WANFLOW_PROVIDER_RETRIES="0")
     emulator.set_timings(pending_seconds=HOLD)
 
     # Failure: the task of `failing` fails at DashScope; `after_failure` waits for its slot.
