@@ -34,6 +34,14 @@ def queued_job(number: int, *, model: str = "wan2.2-i2v-flash", priority: Priori
     )
 
 
+def created(job: Job, task_id: str) -> None:
+    """The job's grant and its create: DashScope has task `task_id`."""
+    job.advance(JobStatus.PENDING, Stage.ACCEPTED)
+    job.advance(JobStatus.PENDING, Stage.CREATING)
+    job.advance(JobStatus.PENDING, Stage.SUBMITTED)
+    job.provider.task_id = task_id
+
+
 def test_the_queue_index_holds_queued_jobs_only_in_queue_order(table: Any) -> None:
     jobs = JobTable(table)
     for number in range(5):
@@ -59,13 +67,7 @@ def test_the_task_index_names_the_job_that_records_a_task(table: Any) -> None:
     jobs = JobTable(table)
     jobs.create(queued_job(1))
 
-    def created(job: Job) -> None:
-        job.advance(JobStatus.PENDING, Stage.ACCEPTED)
-        job.advance(JobStatus.PENDING, Stage.CREATING)
-        job.advance(JobStatus.PENDING, Stage.SUBMITTED)
-        job.provider.task_id = "task-abc"
-
-    jobs.update("job-01", created)
+    jobs.update("job-01", lambda job: created(job, "task-abc"))
     assert jobs.holding_task("task-abc") == "job-01" and jobs.holding_task("task-other") is None
 
 
@@ -84,14 +86,11 @@ def test_a_retried_jobs_earlier_task_stays_in_the_task_index_and_nowhere_else(ta
     jobs = JobTable(table)
     jobs.create(queued_job(1))
 
-    def created(job: Job) -> None:
-        job.advance(JobStatus.PENDING, Stage.ACCEPTED)
-        job.advance(JobStatus.PENDING, Stage.CREATING)
-        job.advance(JobStatus.PENDING, Stage.SUBMITTED)
-        job.provider.task_id = "task-old"
+    def created_and_failed(job: Job) -> None:
+        created(job, "task-old")
         job.record_task_status("FAILED", "InternalError")
 
-    jobs.update("job-01", created)
+    jobs.update("job-01", created_and_failed)
     jobs.remember_task("job-01", "task-old")
     jobs.remember_task("job-01", "task-old")  # idempotent
     jobs.update("job-01", lambda job: job.retry_with_new_task())
