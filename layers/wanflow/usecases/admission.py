@@ -80,6 +80,8 @@ def dispatch(deps: Dependencies, model: str, *, newcomer: Job | None = None) -> 
                 granted += 1
             elif outcome == "held":
                 held += 1  # its slot is free again: the next candidate may have it
+                if held >= MAX_HOLDS_PER_DISPATCH:
+                    return granted
             progressed = True
         if not progressed:
             break
