@@ -11,7 +11,8 @@ What it repairs, each counted under its name in the returned dict (and as a metr
 - the admission queue (wanflow.usecases.admission.repair): `slot_released` for a slot held by a job that ended,
   `grant_repaired` for a queued job whose grant was lost halfway, `granted` for queued jobs given free slots;
 - the spend cap (wanflow.usecases.budget): `budget_released` for held jobs let back into the queue (a new UTC
-  day, a raised cap), `budget_settled` for a finished job whose reservation was still open;
+  day, a raised cap), `budget_held` for a lost grant the cap holds now, `budget_settled` for a finished job whose
+  reservation was still open;
 - `error`: a job that could not be repaired this time (logged; tried again next time).
 """
 
