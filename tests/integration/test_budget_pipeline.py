@@ -138,6 +138,19 @@ def test_the_cap_holds_a_job_gives_back_a_failures_reservation_and_releases_the_
     assert day["models"] == {MODEL: {"jobs": 2, "video_seconds": 10, "reserved_usd": 0.15, "spent_usd": 0.15}}
     assert api.get("/v1/usage", params={"date": "2026-02-30"}).json()["errors"][0]["field"] == "date"
 
+    # The sample event drives the real handler; its caller is no admin: it sees its own day only (nothing spent).
+    sample = json.loads((REPO / "events" / "api-get-usage.json").read_text())
+    sample["queryStringParameters"]["date"] = day["date"]
+    reply = stack.invoke("ApiFunction", sample).value()
+    assert reply["statusCode"] == 200, reply
+    own = json.loads(reply["body"])
+    assert (own["scope"], own["principal"], own["cap_usd"], own["reserved_usd"]) == (
+        "principal",
+        "AIDACKCEVSQ6C2EXAMPLE",
+        None,
+        0,
+    )
+
     # The day's cap was reached (by the first reservation): 80% and 100% announced once each, on the job topic.
     announced = [n for n in stack.notifications() if n["message"].get("type") == "budget.threshold"]
     assert sorted(n["message"]["budget"]["threshold"] for n in announced) == [0.8, 1.0], announced
