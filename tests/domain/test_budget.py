@@ -191,6 +191,19 @@ def test_a_job_granted_again_after_a_crash_is_never_reserved_twice() -> None:
     assert reserved(world) == PRICE and world.budget.usage(budget.today()).models[MODEL].jobs == 1
 
 
+def test_a_ledger_that_fails_at_the_grant_leaves_the_job_queued_without_a_slot_for_the_sweeper(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    world = capped("1")
+    with monkeypatch.context() as patch:
+        patch.setattr(world.budget, "reserve", lambda *args, **kwargs: (_ for _ in ()).throw(RuntimeError("down")))
+        job = submit(world)  # accepted all the same
+    assert stored(world, job).status is JobStatus.QUEUED and world.slots.holders(MODEL) == set()
+    assert world.workflow.started == []
+    assert sweep(world.deps)["granted"] == 1
+    assert stored(world, job).status is JobStatus.PENDING and reserved(world) == PRICE
+
+
 # ------------------------------------------------------------------------------------------- settling
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from decimal import Decimal
+from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 
 from wanflow.adapters.budget_ledger import DynamoBudgetLedger, day_key
 from wanflow.ports import Reservation, ReserveOutcome
@@ -95,6 +97,25 @@ def test_concurrent_reservations_never_pass_the_cap(ledger: DynamoBudgetLedger) 
     assert len(outcomes) == 36
     assert outcomes.count(ReserveOutcome.RESERVED) == 6
     assert ledger.usage(DAY).reserved_usd == Decimal("0.45") == ledger.usage(DAY).models[MODEL].reserved_usd
+
+
+def test_a_transaction_that_lost_a_race_on_the_day_item_is_tried_again(
+    ledger: DynamoBudgetLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = ledger._client.transact_write_items
+    conflicts = [2]  # DynamoDB cancels a transaction that meets a concurrent one on an item: TransactionConflict
+
+    def conflicting(**request: Any) -> Any:
+        if conflicts[0]:
+            conflicts[0] -= 1
+            reasons = [{"Code": "None"}, {"Code": "TransactionConflict"}, {"Code": "None"}]
+            error = {"Error": {"Code": "TransactionCanceledException", "Message": "conflict"}}
+            raise ClientError({**error, "CancellationReasons": reasons}, "TransactWriteItems")  # type: ignore[typeddict-unknown-key]
+        return real(**request)
+
+    monkeypatch.setattr(ledger._client, "transact_write_items", conflicting)
+    assert ledger.reserve(reservation("j1"), cap_usd=Decimal(1), principal_cap_usd=None) is ReserveOutcome.RESERVED
+    assert conflicts == [0] and ledger.usage(DAY).reserved_usd == Decimal("0.075")
 
 
 def test_a_threshold_is_claimed_once_and_only_once_reached(ledger: DynamoBudgetLedger) -> None:

@@ -13,6 +13,7 @@ Settling is one transaction too, conditional on the job's item still being `rese
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -21,13 +22,16 @@ from botocore.exceptions import ClientError
 
 from wanflow.jobs import BudgetState, utc_now
 from wanflow.ports import KEEP_USAGE_DAYS, DayUsage, ModelUsage, Reservation, ReserveOutcome
+from wanflow.retry import full_jitter, retrying
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.service_resource import Table
+    from tenacity import Retrying
 
 # A job's reservation item outlives any job by far (a job ends at most 25 hours after its grant).
 KEEP_RESERVATION_DAYS = 30
 _MODEL_COUNTERS = ("jobs", "video_seconds", "reserved_usd", "spent_usd")
+_RETRIED_REASONS = frozenset({"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"})
 
 
 def day_key(day: str, principal: str | None = None) -> str:
@@ -68,7 +72,7 @@ class DynamoBudgetLedger:
             {"Update": self._count(day_key(r.day, r.principal), r, principal_cap_usd, expires, sign=1)},
         ]
         try:
-            self._client.transact_write_items(TransactItems=items)  # type: ignore[arg-type]
+            self._transact(items)
         except ClientError as exc:
             failed = _failed_conditions(exc)
             if failed is None:
@@ -107,7 +111,7 @@ class DynamoBudgetLedger:
             update = self._spend(key, r) if spent else self._count(key, r, None, _expires(r.day, KEEP_USAGE_DAYS), -1)
             items.append({"Update": update})
         try:
-            self._client.transact_write_items(TransactItems=items)  # type: ignore[arg-type]
+            self._transact(items)
         except ClientError as exc:
             if _failed_conditions(exc) is None:
                 raise
@@ -140,6 +144,11 @@ class DynamoBudgetLedger:
                 return None
             raise
         return _usage(reply.get("Attributes") or {})
+
+    def _transact(self, items: list[dict[str, Any]]) -> None:
+        """One transaction; tried again (briefly, jittered) when it lost a race on an item rather than a condition:
+        concurrent grants all count into the same day item, and DynamoDB cancels conflicting transactions."""
+        _conflict_retries()(self._client.transact_write_items, TransactItems=items)
 
     def _count(self, key: str, r: Reservation, cap: Decimal | None, expires: int, sign: int) -> dict[str, Any]:
         """Count a reservation in (sign 1, within `cap`) or out (sign -1) of one day item."""
@@ -194,6 +203,25 @@ def _usage(item: dict[str, Any]) -> DayUsage:
             for model, counters in sorted(models.items())
         },
     )
+
+
+@functools.cache
+def _conflict_retries() -> Retrying:
+    # About a second at most: a conflict lasts as long as the other transaction, milliseconds.
+    return retrying(_is_conflict, max_attempts=6, backoff=full_jitter(0.025, 0.4))
+
+
+def _is_conflict(error: BaseException) -> bool:
+    """A transaction canceled by a concurrent one (or throttled), not by a condition: worth trying again."""
+    if not isinstance(error, ClientError):
+        return False
+    code = error.response.get("Error", {}).get("Code")
+    if code == "TransactionInProgressException":
+        return True
+    reasons = {reason.get("Code") for reason in error.response.get("CancellationReasons") or []}
+    if code != "TransactionCanceledException" or "ConditionalCheckFailed" in reasons:
+        return False
+    return bool(reasons & _RETRIED_REASONS)
 
 
 def _failed_conditions(exc: ClientError) -> set[int] | None:

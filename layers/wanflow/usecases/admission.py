@@ -106,7 +106,11 @@ def _complete_grant(deps: Dependencies, job_id: str, model: str, job: Job | None
     if job is None:
         deps.slots.release(model, job_id)
         return "skipped"
-    reservation = budget.reserve_for_grant(deps, job)
+    try:
+        reservation = budget.reserve_for_grant(deps, job)
+    except Exception:
+        deps.slots.release(model, job_id)  # not granted: the slot must not wait for the sweeper
+        raise
     if reservation is None:
         deps.slots.release(model, job_id)
         budget.hold(deps, job_id)
