@@ -91,10 +91,11 @@ def reserve_for_grant(deps: Dependencies, job: Job) -> JobBudget | None:
 
 
 def hold(deps: Dependencies, job_id: str) -> Job | None:
-    """Park a QUEUED job the cap holds beside its model's queue (`queue.reason` "budget"); None if it moved on."""
+    """Park a QUEUED job the cap holds beside its model's queue (`queue.reason` "budget"); None if it moved on (or
+    was held already: a dispatch that saw it in the queue index a moment after it left)."""
 
     def held(current: Job) -> None:
-        if current.status is not JobStatus.QUEUED:
+        if current.status is not JobStatus.QUEUED or current.queue_reason == HELD_FOR_BUDGET:
             raise _NotQueued
         current.queue_reason = HELD_FOR_BUDGET
 
