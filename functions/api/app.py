@@ -19,7 +19,7 @@ from wanflow.http import (
     parse_json_body,
 )
 from wanflow.observability import inject_lambda_context, logger, metrics, tracer
-from wanflow.usecases import queries
+from wanflow.usecases import budget, queries
 from wanflow.usecases.cancel import cancel_job as cancel
 from wanflow.usecases.submit import submit_api_job
 from wanflow.usecases.views import job_view
@@ -77,6 +77,12 @@ def create_upload() -> Response:
     body = parse_json_body(event.body, base64_encoded=bool(event.is_base64_encoded))
     content_type = body.get("content_type") if isinstance(body, dict) else None
     return _json(201, queries.create_upload(dependencies(), _caller(), str(content_type or "")))
+
+
+@app.get("/v1/usage")
+def get_usage() -> Response:
+    day = (app.current_event.query_string_parameters or {}).get("date")
+    return _json(200, budget.usage(dependencies(), _caller(), day))
 
 
 @app.exception_handler(WanflowError)

@@ -70,13 +70,16 @@ def caller_from_api_event(event: dict[str, Any], admins: Iterable[str]) -> Calle
 
 def is_admin(principal: str, arn: str, admins: Iterable[str]) -> bool:
     """Whether the caller matches an admin entry: a unique id, an exact ARN, or the ARN of a role it assumed."""
+    return any(principal_matches(principal, arn, entry) for entry in admins)
+
+
+def principal_matches(principal: str, arn: str, entry: str) -> bool:
+    """Whether a configured entry names this caller: its unique id, its exact ARN, or the role it assumed."""
+    entry = entry.strip()
+    if not entry:
+        return False
+    if entry in (principal, arn):
+        return True
+    role = _ROLE.match(entry)
     assumed = _ASSUMED_ROLE.match(arn)
-    for entry in (entry.strip() for entry in admins):
-        if not entry:
-            continue
-        if entry in (principal, arn):
-            return True
-        role = _ROLE.match(entry)
-        if role and assumed and (role["account"], role["role"]) == (assumed["account"], assumed["role"]):
-            return True
-    return False
+    return bool(role and assumed and (role["account"], role["role"]) == (assumed["account"], assumed["role"]))

@@ -123,6 +123,23 @@ class Notification(StrEnum):
     UNDELIVERABLE = "undeliverable"  # publishing failed too often; recorded, alarmed once, never retried
 
 
+class BudgetState(StrEnum):
+    RESERVED = "reserved"  # counted against its day's budget, the job not ended yet
+    SPENT = "spent"  # the job succeeded: its reservation stays counted, as spent
+    RELEASED = "released"  # the job failed or was canceled: its reservation was given back
+
+
+class JobBudget(BaseModel):
+    """The job's reservation against the spend cap (wanflow.usecases.budget): one per job, whatever its tasks."""
+
+    day: str  # the UTC day (YYYY-MM-DD) whose budget holds it
+    usd: float
+    state: BudgetState = BudgetState.RESERVED
+
+
+HELD_FOR_BUDGET = "budget"  # Job.queue_reason of a job the spend cap holds
+
+
 class Provider(BaseModel):
     region: str
     task_id: str | None = None
@@ -225,6 +242,9 @@ class Job(BaseModel):
     polls: int = 0
     notification: Notification = Notification.NONE
     notification_attempts: int = 0  # publishes the sweeper started for this job
+    owner_arn: str | None = None  # the creator's ARN, for per-caller budgets named by ARN (API jobs only)
+    queue_reason: str | None = None  # HELD_FOR_BUDGET while the spend cap holds the QUEUED job; None: slots
+    budget: JobBudget | None = None  # its reservation, once granted (wanflow.usecases.budget)
     version: int = 0
 
     def advance(self, status: JobStatus, stage: Stage) -> None:
@@ -288,7 +308,13 @@ class Job(BaseModel):
         band = 0 if self.priority is Priority.HIGH else 1
         return f"{band}#{rfc3339(self.queued_at or self.created_at)}#{self.job_id}"
 
-    def public_view(self, output_url: str | None = None, queue: dict[str, int] | None = None) -> dict[str, Any]:
+    @property
+    def queue_key(self) -> str:
+        """The queue it waits in: its model's, or (held by the spend cap) beside it, out of the way of the others."""
+        model = model_of(self)
+        return f"{model}#{HELD_FOR_BUDGET}" if self.queue_reason == HELD_FOR_BUDGET else model
+
+    def public_view(self, output_url: str | None = None, queue: dict[str, Any] | None = None) -> dict[str, Any]:
         """The job as docs/product.md section 2 shows it; `queue` is its place in the queue while QUEUED."""
         view: dict[str, Any] = {
             "job_id": self.job_id,

@@ -9,9 +9,10 @@ same rules run against AWS in Lambda, against moto in the end-to-end tests, and 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from enum import StrEnum
 from typing import Any, Protocol
 
 from wanflow.jobs import Job, JobStatus
@@ -82,6 +83,8 @@ class JobRepository:
 
     def queued(self, model: str, *, limit: int) -> list[Job]:
         """The first `limit` QUEUED jobs of `model` (its canonical name), in queue order (`Job.queue_rank`).
+
+        `model` is a `Job.queue_key`: `<model>#budget` lists the jobs the spend cap holds, which `<model>` does not.
 
         May lag a write by a moment (an index): callers re-read a job before acting on it.
         """
@@ -187,10 +190,87 @@ class RunningSlots(Protocol):
 
 
 class Notifier(Protocol):
-    """SNS: the `wanflow.job.v1` event of a finished job."""
+    """SNS: the `wanflow.job.v1` event of a finished job, and the `wanflow.budget.v1` events of the spend cap."""
 
     def publish_job_event(self, job: Job, job_view: dict[str, Any]) -> str:
         """Publish the event; returns the message id."""
+        ...
+
+    def publish_budget_event(self, event: dict[str, Any]) -> str:
+        """Publish a `wanflow.budget.v1` event (schemas/budget-event.v1.schema.json); returns the message id."""
+        ...
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """One job's list-price estimate, held against the budget of `day` (UTC), the deployment's and its owner's."""
+
+    job_id: str
+    day: str  # YYYY-MM-DD
+    usd: Decimal
+    model: str  # canonical name
+    video_seconds: int
+    principal: str
+
+
+class ReserveOutcome(StrEnum):
+    RESERVED = "reserved"
+    ALREADY = "already"  # the job holds its reservation already (a repeated grant): nothing counted twice
+    OVER_DEPLOYMENT = "over_deployment"  # it would pass the deployment's cap: nothing reserved
+    OVER_PRINCIPAL = "over_principal"  # it would pass its owner's cap: nothing reserved
+
+
+@dataclass(frozen=True)
+class ModelUsage:
+    jobs: int = 0
+    video_seconds: int = 0
+    reserved_usd: Decimal = Decimal(0)
+    spent_usd: Decimal = Decimal(0)
+
+
+@dataclass(frozen=True)
+class DayUsage:
+    """One day's counters of one scope (the deployment, or one principal).
+
+    `reserved_usd` is everything the cap counts: reservations of running jobs and of succeeded ones; `spent_usd` is
+    the part of it whose jobs succeeded. A failed or canceled job's reservation is subtracted from both.
+    """
+
+    reserved_usd: Decimal = Decimal(0)
+    spent_usd: Decimal = Decimal(0)
+    models: dict[str, ModelUsage] = field(default_factory=dict)
+    announced: frozenset[str] = frozenset()  # the thresholds ("0.8", "1.0") announced for the day already
+
+
+# A day's counters answer GET /v1/usage for this many days after the day.
+KEEP_USAGE_DAYS = 400
+
+
+class BudgetLedger(Protocol):
+    """The spend cap's ledger: per UTC day, per deployment and per principal; each job reserves at most once."""
+
+    def reserve(
+        self, reservation: Reservation, *, cap_usd: Decimal | None, principal_cap_usd: Decimal | None
+    ) -> ReserveOutcome:
+        """Count `reservation` against its day's deployment and principal counters, both or neither, atomically,
+        only while each stays within its cap (None: no cap). A job that has a reservation already gets ALREADY."""
+        ...
+
+    def settle(self, job_id: str, *, spent: bool) -> Reservation | None:
+        """The job ended: keep its reservation as spent (`spent`), or give it back. Returns the reservation this
+        call settled; None if the job has none, or it was settled already (each is settled exactly once)."""
+        ...
+
+    def usage(self, day: str, principal: str | None = None) -> DayUsage:
+        """The counters of `day`: the deployment's, or `principal`'s."""
+        ...
+
+    def claim_threshold(
+        self, day: str, principal: str | None, threshold: str, *, reserved_at_least: Decimal | None
+    ) -> DayUsage | None:
+        """Mark `threshold` ("0.8", "1.0") as announced for the day's scope, once: only if it was not marked yet and
+        (unless `reserved_at_least` is None) the scope's reserved USD has reached that amount. Returns the day's
+        counters when this call marked it, None otherwise."""
         ...
 
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
+from wanflow.callers import principal_matches
 from wanflow.capabilities import MODELS, REGIONS
 
 # Environment variable -> Settings field. The names are part of the template (template.yaml Globals).
@@ -34,7 +37,29 @@ _ENVIRONMENT = {
     "WANFLOW_CURSOR_SECRET_ARN": "cursor_secret_arn",
     "WANFLOW_PROVIDER_RETRIES": "provider_retries",
     "WANFLOW_PROVIDER_RETRY_BACKOFF_SECONDS": "provider_retry_backoff_seconds",
+    "WANFLOW_DAILY_BUDGET_USD": "daily_budget_usd",
+    "WANFLOW_CALLER_BUDGETS_USD": "caller_budgets_usd",
 }
+
+
+# What a caller's budget may name: a unique id, or an IAM user or role ARN (docs/product.md section 8).
+_BUDGET_PRINCIPAL = re.compile(
+    r"^(?:A[A-Z0-9]{15,127}|arn:aws[a-z-]*:iam::\d{12}:(?:user|role)/(?:[\w+=.@-]+/)*[\w+=.@-]+)$"
+)
+
+
+def _usd(text: str, entry: str | None = None) -> Decimal:
+    """A non-negative amount of USD with at most 4 decimals (the estimates' precision)."""
+    try:
+        amount = Decimal(text.strip())
+        exact = amount.is_finite() and amount == amount.quantize(Decimal("0.0001"))
+    except InvalidOperation:
+        exact = False
+    if not exact or amount < 0 or (entry is not None and amount == 0):
+        where = f" in {entry!r}" if entry else ""
+        floor = "> 0" if entry is not None else ">= 0"
+        raise ValueError(f"{text.strip()!r}{where} is not an amount of USD (a number {floor}, at most 4 decimals)")
+    return amount
 
 
 class ConfigurationError(RuntimeError):
@@ -81,6 +106,10 @@ class Settings(BaseModel):
     provider_retries: int = Field(default=2, ge=0, le=5)
     # The first backoff before such a new task; each later one is four times longer (at most 15 minutes).
     provider_retry_backoff_seconds: int = Field(default=30, ge=0, le=900)
+    # The spend cap (wanflow.usecases.budget): list-price USD per UTC day for the whole deployment; 0 = no cap.
+    daily_budget_usd: Decimal = Field(default=Decimal(0), ge=0, le=10_000_000)
+    # Caps of single callers, USD per UTC day: IAM unique id, user ARN or role ARN -> cap ("AROA...=25,arn:...=10").
+    caller_budgets_usd: dict[str, Decimal] = Field(default_factory=dict)
 
     @property
     def admins(self) -> tuple[str, ...]:
@@ -105,6 +134,39 @@ class Settings(BaseModel):
                 )
             slots[model] = int(count)
         return slots
+
+    def caller_budget_for(self, principal: str, arn: str | None) -> Decimal | None:
+        """The daily cap of the caller with unique id `principal` (and `arn`, when known); None: no cap of its own.
+
+        An entry names a unique id, a user ARN or a role ARN (every session of the role); if several name the
+        caller, the smallest cap applies.
+        """
+        caps = [cap for entry, cap in self.caller_budgets_usd.items() if principal_matches(principal, arn or "", entry)]
+        return min(caps) if caps else None
+
+    @field_validator("daily_budget_usd", mode="before")
+    @classmethod
+    def _parse_budget(cls, value: object) -> object:
+        return _usd(str(value)) if isinstance(value, str) else value
+
+    @field_validator("caller_budgets_usd", mode="before")
+    @classmethod
+    def _parse_caller_budgets(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        budgets: dict[str, Decimal] = {}
+        for entry in filter(None, (part.strip() for part in value.split(","))):
+            # rpartition: an IAM name may contain "=" itself, an amount never does.
+            principal, separator, amount = (part.strip() for part in entry.rpartition("="))
+            if not separator or not _BUDGET_PRINCIPAL.match(principal):
+                raise ValueError(
+                    f"{entry!r} is not <principal>=<USD per day>, where <principal> is an IAM unique id "
+                    "(AIDA..., AROA...), an IAM user ARN or an IAM role ARN"
+                )
+            if principal in budgets:
+                raise ValueError(f"{principal!r} is given twice")
+            budgets[principal] = _usd(amount, entry)
+        return budgets
 
     @field_validator("dashscope_region")
     @classmethod

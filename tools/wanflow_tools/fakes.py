@@ -18,8 +18,18 @@ from decimal import Decimal
 from typing import Any
 
 from wanflow.callers import Caller
-from wanflow.jobs import FINAL_STATUSES, Job, JobStatus, model_of, rfc3339
-from wanflow.ports import JobRepository, StoredObject, VersionConflict, turn_spacing, turn_window
+from wanflow.jobs import FINAL_STATUSES, BudgetState, Job, JobStatus, rfc3339
+from wanflow.ports import (
+    DayUsage,
+    JobRepository,
+    ModelUsage,
+    Reservation,
+    ReserveOutcome,
+    StoredObject,
+    VersionConflict,
+    turn_spacing,
+    turn_window,
+)
 from wanflow.settings import Settings
 from wanflow.tasks import TaskInfo, TaskPage, TaskStatus, TaskSummary
 from wanflow.usecases.context import Dependencies
@@ -123,7 +133,7 @@ class InMemoryJobTable(JobRepository):
         return [job.queue_rank for job in self._queue(model) if job.queue_rank < queue_rank]
 
     def _queue(self, model: str) -> list[Job]:
-        queued = (job for job in self.all() if job.status is JobStatus.QUEUED and model_of(job) == model)
+        queued = (job for job in self.all() if job.status is JobStatus.QUEUED and job.queue_key == model)
         return sorted(queued, key=lambda job: job.queue_rank)
 
 
@@ -261,11 +271,19 @@ class InMemoryRunningSlots:
 
 
 class RecordingNotifier:
-    """Every published event, in order; `fail` makes publishing raise (SNS down)."""
+    """Every published event, in order; `fail` makes publishing raise (SNS down). Budget events (which are not
+    about a job) are kept apart, in `budget_events`."""
 
     def __init__(self) -> None:
         self.events: list[dict[str, Any]] = []
+        self.budget_events: list[dict[str, Any]] = []
         self.fail = False
+
+    def publish_budget_event(self, event: dict[str, Any]) -> str:
+        if self.fail:
+            raise RuntimeError("SNS unavailable")
+        self.budget_events.append(event)
+        return f"budget-message-{len(self.budget_events)}"
 
     def publish_job_event(self, job: Job, job_view: dict[str, Any]) -> str:
         if self.fail:
@@ -277,6 +295,89 @@ class RecordingNotifier:
 
     def for_job(self, job_id: str) -> list[dict[str, Any]]:
         return [event for event in self.events if event["job"]["job_id"] == job_id]
+
+
+class InMemoryBudgetLedger:
+    """`wanflow.ports.BudgetLedger` in dicts, with the DynamoDB adapter's rules (both scopes or neither, each job
+    reserved once, settled once); thread-safe. `reserves` counts reserve calls."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._days: dict[tuple[str, str | None], dict[str, Any]] = {}
+        self.reservations: dict[str, tuple[Reservation, BudgetState]] = {}
+        self.reserves = 0
+
+    def reserve(
+        self, reservation: Reservation, *, cap_usd: Decimal | None, principal_cap_usd: Decimal | None
+    ) -> ReserveOutcome:
+        r = reservation
+        with self._lock:
+            self.reserves += 1
+            if r.job_id in self.reservations:
+                return ReserveOutcome.ALREADY
+            for scope, cap, refusal in (
+                (None, cap_usd, ReserveOutcome.OVER_DEPLOYMENT),
+                (r.principal, principal_cap_usd, ReserveOutcome.OVER_PRINCIPAL),
+            ):
+                if cap is not None and self._day(r.day, scope)["reserved_usd"] > cap - r.usd:
+                    return refusal
+            self.reservations[r.job_id] = (r, BudgetState.RESERVED)
+            for scope in (None, r.principal):
+                self._count(self._day(r.day, scope), r, 1)
+            return ReserveOutcome.RESERVED
+
+    def settle(self, job_id: str, *, spent: bool) -> Reservation | None:
+        with self._lock:
+            held = self.reservations.get(job_id)
+            if held is None or held[1] is not BudgetState.RESERVED:
+                return None
+            r = held[0]
+            self.reservations[job_id] = (r, BudgetState.SPENT if spent else BudgetState.RELEASED)
+            for scope in (None, r.principal):
+                day = self._day(r.day, scope)
+                if spent:
+                    day["spent_usd"] += r.usd
+                    day["models"][r.model]["spent_usd"] += r.usd
+                else:
+                    self._count(day, r, -1)
+            return r
+
+    def usage(self, day: str, principal: str | None = None) -> DayUsage:
+        with self._lock:
+            counters = self._day(day, principal)
+            return DayUsage(
+                reserved_usd=counters["reserved_usd"],
+                spent_usd=counters["spent_usd"],
+                models={model: ModelUsage(**values) for model, values in sorted(counters["models"].items())},
+                announced=frozenset(counters["announced"]),
+            )
+
+    def claim_threshold(
+        self, day: str, principal: str | None, threshold: str, *, reserved_at_least: Decimal | None
+    ) -> DayUsage | None:
+        with self._lock:
+            counters = self._day(day, principal)
+            if threshold in counters["announced"]:
+                return None
+            if reserved_at_least is not None and counters["reserved_usd"] < reserved_at_least:
+                return None
+            counters["announced"].add(threshold)
+        return self.usage(day, principal)
+
+    def _day(self, day: str, scope: str | None) -> dict[str, Any]:
+        return self._days.setdefault(
+            (day, scope), {"reserved_usd": Decimal(0), "spent_usd": Decimal(0), "models": {}, "announced": set()}
+        )
+
+    @staticmethod
+    def _count(day: dict[str, Any], r: Reservation, sign: int) -> None:
+        day["reserved_usd"] += sign * r.usd
+        model = day["models"].setdefault(
+            r.model, {"jobs": 0, "video_seconds": 0, "reserved_usd": Decimal(0), "spent_usd": Decimal(0)}
+        )
+        model["jobs"] += sign
+        model["video_seconds"] += sign * r.video_seconds
+        model["reserved_usd"] += sign * r.usd
 
 
 class InMemoryRateLimiter:
@@ -446,6 +547,7 @@ class FakeWorld:
     notifier: RecordingNotifier = field(default_factory=RecordingNotifier)
     dashscope: FakeDashScope = field(default_factory=FakeDashScope)
     slots: InMemoryRunningSlots = field(default_factory=InMemoryRunningSlots)
+    budget: InMemoryBudgetLedger = field(default_factory=InMemoryBudgetLedger)
     now: float = 0.0
     sleeps: list[float] = field(default_factory=list)
     limiter: InMemoryRateLimiter = field(init=False)
@@ -487,6 +589,7 @@ class FakeWorld:
             slots=self.slots,
             limiter=self.limiter,
             seal_key=lambda: hashlib.sha256(b"fake seal key").digest(),
+            budget=self.budget,
             monotonic=lambda: self.now,
             sleep=self.sleep,
         )

@@ -13,7 +13,7 @@ from boto3.dynamodb.conditions import ConditionBase, Key
 from botocore.exceptions import ClientError
 
 from wanflow.errors import QueueUnavailable
-from wanflow.jobs import Job, JobStatus, model_of, rfc3339, utc_now
+from wanflow.jobs import Job, JobStatus, rfc3339, utc_now
 from wanflow.ports import JobRepository, VersionConflict
 
 if TYPE_CHECKING:
@@ -172,7 +172,7 @@ class JobTable(JobRepository):
             item["owner"] = job.owner
             item["owner_status"] = _owner_status(job.owner, job.status)
         if job.status is JobStatus.QUEUED:  # the sparse queue index holds queued jobs only
-            item["queue_model"] = model_of(job)
+            item["queue_model"] = job.queue_key  # a job held by the spend cap waits beside its model's queue
             item["queue_rank"] = job.queue_rank
         if job.provider.task_id is not None:
             item["task_id"] = job.provider.task_id

@@ -1,4 +1,5 @@
-"""SNS adapter: the `wanflow.job.v1` event (schemas/job-event.v1.schema.json), one per job when it ends."""
+"""SNS adapter: the `wanflow.job.v1` event (schemas/job-event.v1.schema.json), one per job when it ends, and the
+spend cap's `wanflow.budget.v1` events (schemas/budget-event.v1.schema.json)."""
 
 from __future__ import annotations
 
@@ -43,5 +44,13 @@ class SnsNotifier:
             MessageAttributes={
                 name: {"DataType": "String", "StringValue": value} for name, value in attributes.items()
             },
+        )
+        return str(response["MessageId"])
+
+    def publish_budget_event(self, event: dict[str, Any]) -> str:
+        response = self._sns.publish(
+            TopicArn=self._topic_arn,
+            Message=json.dumps(event),
+            MessageAttributes={"type": {"DataType": "String", "StringValue": str(event["type"])}},
         )
         return str(response["MessageId"])

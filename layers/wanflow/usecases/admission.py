@@ -12,6 +12,10 @@ Why it cannot go wrong twice:
 - the execution is named after the job, so it starts once; its first step creates the task at most once.
 A dispatcher that dies between those steps leaves a slot held by a QUEUED job, or a granted job without an
 execution: the sweeper repairs both (`repair`), and frees slots held by jobs that ended.
+
+The spend cap (wanflow.usecases.budget) has its say at the grant: the job's list price is reserved before the grant
+is recorded, so before its task can be created. A job the cap holds gives its slot back and waits beside the queue
+(`queue.reason` "budget") until the sweeper lets it back in.
 """
 
 from __future__ import annotations
@@ -21,10 +25,12 @@ import logging
 import math
 from collections import Counter
 from datetime import datetime
+from typing import Any
 
 from wanflow.capabilities import MODELS
-from wanflow.jobs import Job, JobStatus, Stage, TransitionRefused, model_of, utc_now
+from wanflow.jobs import HELD_FOR_BUDGET, Job, JobStatus, Stage, TransitionRefused, model_of, utc_now
 from wanflow.tasks import TaskStatus
+from wanflow.usecases import budget
 from wanflow.usecases.context import Dependencies
 
 logger = logging.getLogger(__name__)
@@ -34,6 +40,8 @@ DEFAULT_RUN_SECONDS = 180
 _ENDED_TASK_STATUSES = frozenset(status.value for status in TaskStatus if status.is_terminal)
 # One dispatch grants at most this many jobs: a bound on one invocation's work (the rest go on the next release).
 MAX_GRANTS_PER_DISPATCH = 100
+# ... and holds at most this many for the spend cap (held jobs leave the queue, so the next dispatch sees others).
+MAX_HOLDS_PER_DISPATCH = 100
 
 
 def admit(deps: Dependencies, job: Job) -> None:
@@ -50,9 +58,9 @@ def dispatch(deps: Dependencies, model: str, *, newcomer: Job | None = None) -> 
     `newcomer` is a job queued a moment ago, which the queue index may not show yet.
     """
     slots = deps.settings.slots_for(model)
-    granted = 0
+    granted = held = 0
     seen: set[str] = set()
-    while granted < MAX_GRANTS_PER_DISPATCH:
+    while granted < MAX_GRANTS_PER_DISPATCH and held < MAX_HOLDS_PER_DISPATCH:
         free = slots - len(deps.slots.holders(model))
         if free <= 0:
             break
@@ -70,6 +78,10 @@ def dispatch(deps: Dependencies, model: str, *, newcomer: Job | None = None) -> 
                 return granted
             if outcome == "granted":
                 granted += 1
+            elif outcome == "held":
+                held += 1  # its slot is free again: the next candidate may have it
+                if held >= MAX_HOLDS_PER_DISPATCH:
+                    return granted
             progressed = True
         if not progressed:
             break
@@ -77,21 +89,38 @@ def dispatch(deps: Dependencies, model: str, *, newcomer: Job | None = None) -> 
 
 
 def grant(deps: Dependencies, job_id: str, model: str, slots: int) -> str:
-    """Give one queued job a slot and start its execution: "granted", "full", or "skipped" (no longer queued)."""
+    """Give one queued job a slot and start its execution: "granted", "full", "held" (by the spend cap) or
+    "skipped" (no longer queued)."""
     job = deps.jobs.get(job_id)
     if job is None or job.status is not JobStatus.QUEUED:
         return "skipped"  # the index lagged: it was granted or canceled meanwhile
     if not deps.slots.claim(model, job_id, slots):
         return "full"
-    return "granted" if _complete_grant(deps, job_id, model) else "skipped"
+    return _complete_grant(deps, job_id, model, job)
 
 
-def _complete_grant(deps: Dependencies, job_id: str, model: str) -> bool:
-    """The job holds a slot: record the grant and start its execution. False if it is not queued any more."""
+def _complete_grant(deps: Dependencies, job_id: str, model: str, job: Job | None = None) -> str:
+    """The job holds a slot: reserve its price, record the grant and start its execution. "granted"; "held" if the
+    spend cap holds it (its slot is given back); "skipped" if it is not queued any more."""
+    job = job or deps.jobs.get(job_id)
+    if job is None:
+        deps.slots.release(model, job_id)
+        return "skipped"
+    try:
+        reservation = budget.reserve_for_grant(deps, job)
+    except Exception:
+        deps.slots.release(model, job_id)  # not granted: the slot must not wait for the sweeper
+        raise
+    if reservation is None:
+        deps.slots.release(model, job_id)
+        budget.hold(deps, job_id)
+        return "held"
 
     def granted(current: Job) -> None:
         current.advance(JobStatus.PENDING, Stage.ACCEPTED)
         current.granted_at = utc_now()
+        current.queue_reason = None
+        current.budget = current.budget or reservation
 
     try:
         job = deps.jobs.update(job_id, granted)
@@ -99,10 +128,12 @@ def _complete_grant(deps: Dependencies, job_id: str, model: str) -> bool:
         current = deps.jobs.get(job_id)
         if current is None or current.status.is_final:
             deps.slots.release(model, job_id)  # canceled between our read and our grant
+            if current is not None:
+                budget.settle(deps, current)  # its ending may have come before our reservation: give it back
         # Otherwise another dispatcher granted it (the same slot) and starts its execution: nothing to do twice.
-        return False
+        return "skipped"
     start_execution(deps, job)
-    return True
+    return "granted"
 
 
 def start_execution(deps: Dependencies, job: Job) -> None:
@@ -144,27 +175,33 @@ def dispatch_quietly(deps: Dependencies, model: str) -> None:
         logger.exception("could not dispatch the queue; the sweeper will", extra={"model": model})
 
 
-def queue_positions(deps: Dependencies, jobs: list[Job]) -> dict[str, dict[str, int]]:
-    """`{position, ahead, eta_seconds}` of each QUEUED job in `jobs`, by job id: its place among its model's queued
-    jobs, and when it should get a slot if runs last as long as the model's recent ones did.
+def queue_positions(deps: Dependencies, jobs: list[Job]) -> dict[str, dict[str, Any]]:
+    """`{position, ahead, eta_seconds, reason}` of each QUEUED job in `jobs`, by job id: its place among its model's
+    queued jobs, when it should get a slot if runs last as long as the model's recent ones did, and what it waits
+    for: "slots", or "budget" (held by the spend cap: its place is among the held jobs, its ETA is at least the
+    next UTC day, the earliest the cap lets it go unless it is raised).
 
     With `free` slots free and `ahead` jobs before it, a job starts at once if `ahead < free`; otherwise it waits
     for `(ahead - free) // slots + 1` rounds of runs. One read of each model's queue serves a whole page of jobs.
     """
-    positions: dict[str, dict[str, int]] = {}
-    by_model: dict[str, list[Job]] = {}
+    positions: dict[str, dict[str, Any]] = {}
+    by_queue: dict[str, list[Job]] = {}
     for job in jobs:
         if job.status is JobStatus.QUEUED:
-            by_model.setdefault(model_of(job), []).append(job)
-    for model, queued in by_model.items():
-        ranks = deps.jobs.queued_ranks_before(model, max(job.queue_rank for job in queued))
+            by_queue.setdefault(job.queue_key, []).append(job)
+    for queue_key, queued in by_queue.items():
+        model = model_of(queued[0])
+        ranks = deps.jobs.queued_ranks_before(queue_key, max(job.queue_rank for job in queued))
         slots = deps.settings.slots_for(model)
         free = max(0, slots - len(deps.slots.holders(model)))
         run_seconds = deps.slots.typical_run_seconds(model) or DEFAULT_RUN_SECONDS
         for job in queued:
             ahead = bisect.bisect_left(ranks, job.queue_rank)
             eta = 0 if ahead < free else math.ceil(((ahead - free) // slots + 1) * run_seconds)
-            positions[job.job_id] = {"position": ahead + 1, "ahead": ahead, "eta_seconds": eta}
+            reason = "slots"
+            if job.queue_reason == HELD_FOR_BUDGET:
+                reason, eta = HELD_FOR_BUDGET, max(eta, budget.seconds_to_next_day())
+            positions[job.job_id] = {"position": ahead + 1, "ahead": ahead, "eta_seconds": eta, "reason": reason}
     return positions
 
 
@@ -172,6 +209,15 @@ def repair(deps: Dependencies, now: datetime) -> dict[str, int]:
     """The sweeper's part: free slots held by jobs that ended, complete lost grants, then grant free slots."""
     counts: Counter[str] = Counter()
     for model in MODELS:
+        try:
+            # After midnight UTC, or once the cap was raised, held jobs that fit go back into the queue.
+            released = budget.release_held(deps, model)
+        except Exception:
+            logger.exception("could not release jobs held for the budget", extra={"model": model})
+            counts["error"] += 1
+        else:
+            if released:
+                counts["budget_released"] += released
         for job_id in sorted(deps.slots.holders(model)):
             try:
                 outcome = _repair_holder(deps, model, job_id)
@@ -198,7 +244,8 @@ def _repair_holder(deps: Dependencies, model: str, job_id: str) -> str | None:
         return "slot_released"
     if job.status is JobStatus.QUEUED:
         # A dispatcher claimed the slot and died before recording the grant: finish it.
-        return "grant_repaired" if _complete_grant(deps, job_id, model) else None
+        outcome = _complete_grant(deps, job_id, model, job)
+        return {"granted": "grant_repaired", "held": "budget_held"}.get(outcome)
     return None
 
 

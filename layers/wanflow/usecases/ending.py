@@ -1,4 +1,5 @@
-"""Every ending of a job, and its one notification. This is the only module that publishes.
+"""Every ending of a job, and its one notification. This is the only module that publishes job events (the spend
+cap's own events are wanflow.usecases.budget's).
 
 A job ends exactly once (the status machine in `wanflow.jobs` refuses a second ending) and is announced exactly
 once: the final job JSON beside the video, then the `wanflow.job.v1` event (docs/product.md section 4).
@@ -12,8 +13,8 @@ from typing import Any
 
 from wanflow.errors import JobErrorCode
 from wanflow.events import CaughtError, StepError
-from wanflow.jobs import Job, JobStatus, Notification, Stage, TransitionRefused
-from wanflow.usecases import admission
+from wanflow.jobs import Job, JobStatus, Notification, Stage, TransitionRefused, model_of
+from wanflow.usecases import admission, budget
 from wanflow.usecases.context import Dependencies, require_job
 from wanflow.usecases.views import job_view, output_key
 
@@ -54,7 +55,11 @@ def end(deps: Dependencies, job_id: str, change: Callable[[Job], None]) -> Job:
     except TransitionRefused:
         job = require_job(deps, job_id)  # it ended some other way meanwhile
     else:
+        # Its reservation is kept (succeeded) or given back; what that gives back may let held jobs go.
+        budget_freed = budget.settle(deps, job)
         admission.job_ended(deps, job)  # a slot it still held goes to the next queued job
+        if budget_freed:
+            admission.dispatch_quietly(deps, model_of(job))
     return publish_once(deps, job)
 
 

@@ -70,7 +70,7 @@ def submit_api_job(deps: Dependencies, body: Any, *, idempotency_key: str | None
             _check_same_request(existing, body)
             return existing, False
     request = validate(deps, body, caller)
-    job = new_job(deps, job_id, request, body, Source.API, owner=caller.principal)
+    job = new_job(deps, job_id, request, body, Source.API, owner=caller.principal, owner_arn=caller.arn)
     if not deps.jobs.create(job):  # a concurrent request with the same key won
         existing = deps.jobs.get(job_id)
         if existing is None:
@@ -78,6 +78,11 @@ def submit_api_job(deps: Dependencies, body: Any, *, idempotency_key: str | None
         _check_same_request(existing, body)
         return existing, False
     admission.admit(deps, job)
+    if deps.settings.daily_budget_usd or deps.settings.caller_budgets_usd:
+        # The reply shows the job as queued; if the spend cap holds it, the reply says so (`queue.reason`).
+        stored = deps.jobs.get(job_id)
+        if stored is not None and stored.status is JobStatus.QUEUED:
+            return stored, True
     return job, True
 
 
@@ -106,6 +111,7 @@ def new_job(
     *,
     owner: str,
     origin: str | None = None,
+    owner_arn: str | None = None,
 ) -> Job:
     """The job record for a valid request (not stored yet); a data-URI image is stashed in the intake bucket."""
     _stash_data_uri_image(deps, job_id, request, owner)
@@ -117,6 +123,7 @@ def new_job(
         priority=Priority(request.priority),
         source=source,
         owner=owner,
+        owner_arn=owner_arn,
         model=request.model or spec.name,
         request=request.public_dict(),
         provider=Provider(region=deps.settings.dashscope_region),

@@ -10,6 +10,9 @@ What it repairs, each counted under its name in the returned dict (and as a metr
 - `notification_undeliverable`: one that failed MAX_PUBLISH_ATTEMPTS sweeps is given up on, loudly, once;
 - the admission queue (wanflow.usecases.admission.repair): `slot_released` for a slot held by a job that ended,
   `grant_repaired` for a queued job whose grant was lost halfway, `granted` for queued jobs given free slots;
+- the spend cap (wanflow.usecases.budget): `budget_released` for held jobs let back into the queue (a new UTC
+  day, a raised cap), `budget_held` for a lost grant the cap holds now, `budget_settled` for a finished job whose
+  reservation was still open;
 - `error`: a job that could not be repaired this time (logged; tried again next time).
 """
 
@@ -22,9 +25,9 @@ from datetime import datetime, timedelta
 
 from wanflow.errors import JobErrorCode
 from wanflow.events import PollState
-from wanflow.jobs import Job, Notification, Stage, rfc3339, utc_now
+from wanflow.jobs import Job, Notification, Stage, model_of, rfc3339, utc_now
 from wanflow.tasks import TaskSummary
-from wanflow.usecases import admission, ending, finalize, pacing, poll, submit
+from wanflow.usecases import admission, budget, ending, finalize, pacing, poll, submit
 from wanflow.usecases.context import Dependencies
 
 logger = logging.getLogger(__name__)
@@ -70,7 +73,17 @@ def sweep(deps: Dependencies) -> dict[str, int]:
         unconfirmed = job.notification in (Notification.NONE, Notification.CLAIMED)
         if unconfirmed and now - job.updated_at > UNCONFIRMED_NOTIFICATION:
             repair(_publish_unconfirmed, job)
+        if budget.needs_settling(job):
+            repair(_settle_budget, job)
     return dict(counts)
+
+
+def _settle_budget(deps: Dependencies, job: Job, now: datetime) -> str:
+    """A job ended but its reservation is still open (its ending could not settle it): settle it now, once."""
+    if budget.settle(deps, job):
+        admission.dispatch_quietly(deps, model_of(job))
+    current = deps.jobs.get(job.job_id)
+    return "error" if current is not None and budget.needs_settling(current) else "budget_settled"
 
 
 def _publish_unconfirmed(deps: Dependencies, job: Job, now: datetime) -> str:
