@@ -42,6 +42,29 @@ def job_id_from_path(job_id: str) -> str:
     return job_id
 
 
+def batch_id_from_path(batch_id: str) -> str:
+    if not _JOB_ID.match(batch_id):  # batch ids look like job ids
+        raise NotFound(f"batch {batch_id} does not exist")
+    return batch_id
+
+
+def page_query(query: dict[str, str], *, default: int, most: int) -> tuple[int, str | None]:
+    """`limit` and `cursor` of a paged read (`GET /v1/batches/{id}`: its job ids); errors name the parameter."""
+    errors: list[FieldError] = []
+    limit = default
+    if "limit" in query:
+        raw_limit = query["limit"].strip()
+        limit = int(raw_limit) if raw_limit.isascii() and raw_limit.isdigit() and len(raw_limit) <= 5 else -1
+        if not 1 <= limit <= most:
+            errors.append(FieldError("limit", f"must be a whole number from 1 to {most}"))
+    cursor = query.get("cursor")
+    if cursor is not None and not cursor:
+        errors.append(FieldError("cursor", "is empty; pass the next_cursor of the previous page, or no cursor"))
+    if errors:
+        raise InvalidRequest(errors)
+    return limit, cursor
+
+
 def list_query(query: dict[str, str]) -> tuple[JobStatus | None, int, str | None]:
     """`status`, `limit` and `cursor` of `GET /v1/jobs`; a parameter given empty is an error, not a default."""
     errors: list[FieldError] = []

@@ -32,6 +32,7 @@ _ENVIRONMENT = {
     "WANFLOW_INTAKE_MAX_RECEIVES": "intake_max_receives",
     "WANFLOW_THROTTLED_WAIT_CAP_SECONDS": "throttled_wait_cap_seconds",
     "WANFLOW_CURSOR_SECRET_ARN": "cursor_secret_arn",
+    "WANFLOW_BATCHES_TABLE": "batches_table",
 }
 
 
@@ -75,6 +76,8 @@ class Settings(BaseModel):
     admin_principals: str = ""
     # The secret list cursors are signed with (only the API function has it).
     cursor_secret_arn: str = ""
+    # Batch records (wanflow.usecases.batches); a batch's jobs live in the jobs table.
+    batches_table: str = ""
 
     @property
     def admins(self) -> tuple[str, ...]:

@@ -12,6 +12,7 @@ from typing import Any
 
 from wanflow import redaction
 from wanflow.adapters import boto
+from wanflow.adapters.batch_table import BatchTable
 from wanflow.adapters.job_table import JobTable
 from wanflow.adapters.notifier import SnsNotifier
 from wanflow.adapters.objects import S3Objects
@@ -41,6 +42,7 @@ def dependencies() -> Dependencies:
         slots=DynamoRunningSlots(admission_table),
         limiter=DynamoRateLimiter(admission_table),
         seal_key=functools.partial(seal_key_from_secret, settings),
+        batches=BatchTable(boto.dynamodb_table(settings.batches_table)),
     )
 
 

@@ -1,10 +1,12 @@
-"""SNS adapter: the `wanflow.job.v1` event (schemas/job-event.v1.schema.json), one per job when it ends."""
+"""SNS adapter: the `wanflow.job.v1` event (schemas/job-event.v1.schema.json), one per job when it ends, and the
+`wanflow.batch.v1` event (schemas/batch-event.v1.schema.json), one per batch when its last job ended."""
 
 from __future__ import annotations
 
 import json
 from typing import TYPE_CHECKING, Any
 
+from wanflow.batches import BATCH_EVENT_SCHEMA
 from wanflow.jobs import Job, JobStatus, rfc3339, utc_now
 
 if TYPE_CHECKING:
@@ -16,6 +18,11 @@ EVENT_TYPES = {
     JobStatus.FAILED: "job.failed",
     JobStatus.CANCELED: "job.canceled",
 }
+
+
+def batch_event(event_type: str, batch_view: dict[str, Any]) -> dict[str, Any]:
+    """A `wanflow.batch.v1` event (schemas/batch-event.v1.schema.json)."""
+    return {"schema": BATCH_EVENT_SCHEMA, "type": event_type, "time": rfc3339(utc_now()), "batch": batch_view}
 
 
 def job_event(job: Job, job_view: dict[str, Any]) -> dict[str, Any]:
@@ -37,6 +44,18 @@ class SnsNotifier:
             "model": job.model,
             "source": job.source.value,
         }
+        response = self._sns.publish(
+            TopicArn=self._topic_arn,
+            Message=json.dumps(event),
+            MessageAttributes={
+                name: {"DataType": "String", "StringValue": value} for name, value in attributes.items()
+            },
+        )
+        return str(response["MessageId"])
+
+    def publish_batch_event(self, event_type: str, batch_view: dict[str, Any]) -> str:
+        event = batch_event(event_type, batch_view)
+        attributes = {"type": event_type, "status": str(batch_view["status"]), "source": str(batch_view["source"])}
         response = self._sns.publish(
             TopicArn=self._topic_arn,
             Message=json.dumps(event),

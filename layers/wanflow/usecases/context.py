@@ -10,6 +10,7 @@ from wanflow.callers import Caller
 from wanflow.errors import NotFound
 from wanflow.jobs import Job
 from wanflow.ports import (
+    BatchRepository,
     DashScopeApi,
     JobRepository,
     Notifier,
@@ -37,6 +38,8 @@ class Dependencies:
     limiter: RateLimiter
     # The key video URLs are sealed with between the poll and finalize steps (wanflow.sealing); a factory too.
     seal_key: Callable[[], bytes]
+    # Batch records (wanflow.usecases.batches); a batch's jobs are in `jobs`.
+    batches: BatchRepository
     monotonic: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
 

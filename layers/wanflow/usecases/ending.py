@@ -13,7 +13,7 @@ from typing import Any
 from wanflow.errors import JobErrorCode
 from wanflow.events import CaughtError, StepError
 from wanflow.jobs import Job, JobStatus, Notification, Stage, TransitionRefused
-from wanflow.usecases import admission
+from wanflow.usecases import admission, batch_completion
 from wanflow.usecases.context import Dependencies, require_job
 from wanflow.usecases.views import job_view, output_key
 
@@ -88,7 +88,9 @@ def publish_claimed(deps: Dependencies, job: Job) -> Job:
     def confirm(current: Job) -> None:
         current.notification = Notification.PUBLISHED
 
-    return deps.jobs.update(job.job_id, confirm)
+    job = deps.jobs.update(job.job_id, confirm)
+    batch_completion.job_ended(deps, job)  # a batch job: its batch's one batch.completed, after its last job's event
+    return job
 
 
 def _error_from_caught(job: Job, caught: CaughtError) -> StepError:

@@ -10,6 +10,8 @@ What it repairs, each counted under its name in the returned dict (and as a metr
 - `notification_undeliverable`: one that failed MAX_PUBLISH_ATTEMPTS sweeps is given up on, loudly, once;
 - the admission queue (wanflow.usecases.admission.repair): `slot_released` for a slot held by a job that ended,
   `grant_repaired` for a queued job whose grant was lost halfway, `granted` for queued jobs given free slots;
+- batches (wanflow.usecases.batch_completion.repair): `batch_ending_recorded` for a batch job whose ending its
+  batch missed, `batch_completed_published` for a `batch.completed` that was never published or confirmed;
 - `error`: a job that could not be repaired this time (logged; tried again next time).
 """
 
@@ -24,7 +26,7 @@ from wanflow.errors import JobErrorCode
 from wanflow.events import PollState
 from wanflow.jobs import Job, Notification, Stage, rfc3339, utc_now
 from wanflow.tasks import TaskSummary
-from wanflow.usecases import admission, ending, finalize, pacing, poll, submit
+from wanflow.usecases import admission, batch_completion, ending, finalize, pacing, poll, submit
 from wanflow.usecases.context import Dependencies
 
 logger = logging.getLogger(__name__)
@@ -66,10 +68,12 @@ def sweep(deps: Dependencies) -> dict[str, int]:
     for job in deps.jobs.unfinished():
         repair(_sweep_unfinished, job)
     counts.update(admission.repair(deps, now))
-    for job in deps.jobs.finished_since(rfc3339(now - UNCONFIRMED_LOOKBACK)):
+    finished = deps.jobs.finished_since(rfc3339(now - UNCONFIRMED_LOOKBACK))
+    for job in finished:
         unconfirmed = job.notification in (Notification.NONE, Notification.CLAIMED)
         if unconfirmed and now - job.updated_at > UNCONFIRMED_NOTIFICATION:
             repair(_publish_unconfirmed, job)
+    counts.update(batch_completion.repair(deps, finished, now))
     return dict(counts)
 
 
