@@ -14,7 +14,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
 
 from wanflow.jobs import JobStatus, Source, derived_job_id, rfc3339, utc_now
 
@@ -46,7 +46,7 @@ class Batch(BaseModel):
     webhook: dict[str, Any] | None = None  # the shared webhook, as given (its jobs carry their own copy)
     items: int  # items submitted, accepted or not
     job_indexes: list[int]  # the items that became jobs (all of them unless `partial` refused some)
-    rejected: list[dict[str, Any]] = Field(default_factory=list)  # [{index, errors: [{field, message}]}]
+    rejected: list[int] = Field(default_factory=list)  # the items `partial` refused
     cost_estimate_usd: float = 0.0  # the sum of its jobs' list-price estimates
     request_fingerprint: str = ""
     origin: str | None = None  # "s3://bucket/key#version" for a batch from the intake
@@ -57,6 +57,14 @@ class Batch(BaseModel):
     completion: Completion = Completion.NONE
     completed_at: datetime | None = None
     cancel_requested_at: datetime | None = None
+
+    # The refused items' errors, by index: only in the answer to the submission itself, never stored (a batch
+    # record must stay within DynamoDB's 400 KB, and 1,000 items' errors would not).
+    _rejected_errors: dict[int, list[dict[str, str]]] = PrivateAttr(default_factory=dict)
+
+    def with_rejected_errors(self, errors: dict[int, list[dict[str, str]]]) -> Batch:
+        self._rejected_errors = errors
+        return self
 
     @property
     def total(self) -> int:
@@ -96,8 +104,14 @@ class Batch(BaseModel):
             "total": self.total,
             "counts": self.counts(statuses),
             "cost_estimate_usd": round(self.cost_estimate_usd, 6),
-            "rejected": self.rejected,
+            "rejected": [self._rejected_item(index) for index in self.rejected],
         }
+
+    def _rejected_item(self, index: int) -> dict[str, Any]:
+        item: dict[str, Any] = {"index": index}
+        if index in self._rejected_errors:
+            item["errors"] = self._rejected_errors[index]
+        return item
 
 
 def batch_job_id(batch_id: str, index: int) -> str:

@@ -14,6 +14,7 @@ The one `batch.completed` event is `wanflow.usecases.batch_completion`'s.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +38,7 @@ logger = logging.getLogger(__name__)
 CONCURRENCY = 16
 DEFAULT_JOB_IDS_PAGE = 100
 MAX_JOB_IDS_PAGE = 1000
+MAX_WEBHOOK_CHARS = 4096
 _BATCH_FIELDS = {"jobs", "partial", "webhook", "metadata"}
 _NOT_STARTED = (JobStatus.QUEUED.value, JobStatus.PENDING.value)
 
@@ -81,6 +83,8 @@ def parse_batch_body(body: Any) -> tuple[list[Any], bool, dict[str, Any] | None,
     webhook = body.get("webhook")
     if webhook is not None and not isinstance(webhook, dict):
         errors.append(FieldError("webhook", "must be an object"))
+    elif webhook is not None and len(json.dumps(webhook)) > MAX_WEBHOOK_CHARS:  # kept on the batch record
+        errors.append(FieldError("webhook", f"is larger than {MAX_WEBHOOK_CHARS} characters of JSON"))
     metadata = body.get("metadata", {})
     if not isinstance(metadata, dict) or not all(isinstance(value, str) for value in metadata.values()):
         errors.append(FieldError("metadata", "must be an object of string values"))
@@ -135,11 +139,7 @@ def submit_batch(
         webhook=webhook,
         items=len(items),
         job_indexes=accepted,
-        rejected=[
-            {"index": index, "errors": [{"field": error.field, "message": error.message} for error in result]}
-            for index, result in enumerate(checked)
-            if isinstance(result, list)
-        ],
+        rejected=[index for index, result in enumerate(checked) if isinstance(result, list)],
         request_fingerprint=request_fingerprint,
         origin=origin,
     )
@@ -168,7 +168,13 @@ def submit_batch(
             raise Conflict("a request with this Idempotency-Key is being processed; retry shortly")
         return _again(deps, existing, items, request_fingerprint, webhook, caller, intake_upload), False
     _store_jobs(deps, batch, jobs)
-    return batch, True
+    return batch.with_rejected_errors(
+        {
+            index: [{"field": error.field, "message": error.message} for error in result]
+            for index, result in enumerate(checked)
+            if isinstance(result, list)
+        }
+    ), True
 
 
 def _again(
