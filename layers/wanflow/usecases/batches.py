@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -36,6 +37,8 @@ logger = logging.getLogger(__name__)
 # Items validated (an s3:// source is read) and jobs stored at once by one invocation: DynamoDB and S3 calls are
 # I/O-bound, and 1,000 of them one after another would not fit in API Gateway's 29 s.
 CONCURRENCY = 16
+# A batch cancel's share of API Gateway's 29 s; what does not fit is canceled by the next call or the sweeper.
+CANCEL_SECONDS = 20.0
 DEFAULT_JOB_IDS_PAGE = 100
 MAX_JOB_IDS_PAGE = 1000
 MAX_WEBHOOK_CHARS = 4096
@@ -299,20 +302,53 @@ def get_batch(
 
 def cancel_batch(deps: Dependencies, batch_id: str, caller: Caller) -> dict[str, Any]:
     """`POST /v1/batches/{id}/cancel`: cancel every job of the batch that has not started (QUEUED, or PENDING at
-    DashScope); jobs already running finish. Returns the batch view."""
+    DashScope); jobs already running finish. Returns the batch view.
+
+    Each job is canceled as `POST /v1/jobs/{id}/cancel` would, with its own event. What does not fit in
+    CANCEL_SECONDS (a large batch on a slow day) is left to the next call or to the sweeper (`resume_cancels`):
+    the cancel is recorded on the batch first.
+    """
     batch = require_batch(deps, batch_id, caller)
     deps.batches.request_cancel(batch_id)
-    statuses = deps.jobs.batch_statuses(batch_id)
+    cancel_not_started(deps, batch, caller, seconds=CANCEL_SECONDS)
+    return get_batch(deps, batch_id, caller)
+
+
+def cancel_not_started(deps: Dependencies, batch: Batch, caller: Caller, *, seconds: float) -> int:
+    """Cancel the batch's jobs that have not started, for at most about `seconds`; returns how many were canceled."""
+    statuses = deps.jobs.batch_statuses(batch.batch_id)
     not_started = [
         job_id
         for job_id in batch.job_ids
         if job_id not in batch.endings and statuses.get(job_id, JobStatus.QUEUED.value) in _NOT_STARTED
     ]
+    deadline = deps.monotonic() + seconds
 
-    def cancel(job_id: str) -> None:
+    def cancel(job_id: str) -> bool:
+        if deps.monotonic() > deadline:
+            return False
         # It may have started (or ended) meanwhile, or a failed submission never stored it.
         with contextlib.suppress(Conflict, NotFound):
-            cancel_job(deps, job_id, caller)
+            return cancel_job(deps, job_id, caller).status is JobStatus.CANCELED
+        return False
 
-    _concurrently(cancel, not_started)
-    return get_batch(deps, batch_id, caller)
+    return sum(_concurrently(cancel, not_started))
+
+
+def resume_cancels(deps: Dependencies, finished: list[Job]) -> dict[str, int]:
+    """The sweeper's part: finish the cancel of batches (found through their recently finished jobs) whose cancel
+    did not fit in its request."""
+    counts: Counter[str] = Counter()
+    for batch_id in sorted({job.batch_id for job in finished if job.batch_id is not None}):
+        try:
+            batch = deps.batches.get(batch_id)
+            if batch is None or batch.cancel_requested_at is None or batch.all_ended:
+                continue
+            owner = Caller(principal=batch.owner, arn=batch.owner)
+            canceled = cancel_not_started(deps, batch, owner, seconds=CANCEL_SECONDS)
+            if canceled:
+                counts["batch_jobs_canceled"] += canceled
+        except Exception:
+            logger.exception("sweeper could not go on canceling a batch", extra={"batch_id": batch_id})
+            counts["error"] += 1
+    return dict(counts)

@@ -12,6 +12,7 @@ What it repairs, each counted under its name in the returned dict (and as a metr
   `grant_repaired` for a queued job whose grant was lost halfway, `granted` for queued jobs given free slots;
 - batches (wanflow.usecases.batch_completion.repair): `batch_ending_recorded` for a batch job whose ending its
   batch missed, `batch_completed_published` for a `batch.completed` that was never published or confirmed;
+  `batch_jobs_canceled` for jobs of a canceled batch whose cancel did not fit in its request (usecases.batches);
 - `error`: a job that could not be repaired this time (logged; tried again next time).
 """
 
@@ -26,7 +27,7 @@ from wanflow.errors import JobErrorCode
 from wanflow.events import PollState
 from wanflow.jobs import Job, Notification, Stage, rfc3339, utc_now
 from wanflow.tasks import TaskSummary
-from wanflow.usecases import admission, batch_completion, ending, finalize, pacing, poll, submit
+from wanflow.usecases import admission, batch_completion, batches, ending, finalize, pacing, poll, submit
 from wanflow.usecases.context import Dependencies
 
 logger = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ def sweep(deps: Dependencies) -> dict[str, int]:
         unconfirmed = job.notification in (Notification.NONE, Notification.CLAIMED)
         if unconfirmed and now - job.updated_at > UNCONFIRMED_NOTIFICATION:
             repair(_publish_unconfirmed, job)
+    counts.update(batches.resume_cancels(deps, finished))
     counts.update(batch_completion.repair(deps, finished, now))
     return dict(counts)
 
