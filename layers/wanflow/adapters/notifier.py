@@ -44,18 +44,14 @@ class SnsNotifier:
             "model": job.model,
             "source": job.source.value,
         }
-        response = self._sns.publish(
-            TopicArn=self._topic_arn,
-            Message=json.dumps(event),
-            MessageAttributes={
-                name: {"DataType": "String", "StringValue": value} for name, value in attributes.items()
-            },
-        )
-        return str(response["MessageId"])
+        return self._publish(event, attributes)
 
     def publish_batch_event(self, event_type: str, batch_view: dict[str, Any]) -> str:
         event = batch_event(event_type, batch_view)
         attributes = {"type": event_type, "status": str(batch_view["status"]), "source": str(batch_view["source"])}
+        return self._publish(event, attributes)
+
+    def _publish(self, event: dict[str, Any], attributes: dict[str, str]) -> str:
         response = self._sns.publish(
             TopicArn=self._topic_arn,
             Message=json.dumps(event),

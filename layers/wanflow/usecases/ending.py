@@ -1,4 +1,6 @@
-"""Every ending of a job, and its one notification. This is the only module that publishes.
+"""Every ending of a job, and its one notification. This is the only module that publishes a job's event; a batch
+job's notification is followed by its batch's bookkeeping (`wanflow.usecases.batch_completion`, which publishes
+the batch's one `batch.completed`).
 
 A job ends exactly once (the status machine in `wanflow.jobs` refuses a second ending) and is announced exactly
 once: the final job JSON beside the video, then the `wanflow.job.v1` event (docs/product.md section 4).
