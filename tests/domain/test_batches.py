@@ -109,6 +109,7 @@ def test_a_partial_batch_with_no_valid_item_is_refused(world: FakeWorld) -> None
         ({"jobs": {"0": {}}}, "jobs"),
         ({"jobs": [{}], "partial": "yes"}, "partial"),
         ({"jobs": [{}], "webhook": "https://example.com"}, "webhook"),
+        ({"jobs": [{}], "webhook": None}, "webhook"),
         ({"jobs": [{}], "webhook": {"url": "https://example.com/" + "a" * 5000}}, "webhook"),
         ({"jobs": [{}], "metadata": {"k": 1}}, "metadata"),
         ({"jobs": [{}], "metadata": {"k" * 65: "v"}}, "metadata." + "k" * 64 + "..."),

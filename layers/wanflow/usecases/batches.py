@@ -84,7 +84,7 @@ def parse_batch_body(body: Any) -> tuple[list[Any], bool, dict[str, Any] | None,
     if not isinstance(partial, bool):
         errors.append(FieldError("partial", "must be true or false"))
     webhook = body.get("webhook")
-    if webhook is not None and not isinstance(webhook, dict):
+    if "webhook" in body and not isinstance(webhook, dict):
         errors.append(FieldError("webhook", "must be an object"))
     elif webhook is not None and len(json.dumps(webhook)) > MAX_WEBHOOK_CHARS:  # kept on the batch record
         errors.append(FieldError("webhook", f"is larger than {MAX_WEBHOOK_CHARS} characters of JSON"))
