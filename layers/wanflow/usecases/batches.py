@@ -146,24 +146,7 @@ def submit_batch(
         request_fingerprint=request_fingerprint,
         origin=origin,
     )
-    jobs = dict(
-        zip(
-            accepted,
-            _concurrently(
-                lambda index: submit.new_job(
-                    deps,
-                    batch_job_id(batch_id, index),
-                    requests[index],
-                    items[index],
-                    source,
-                    owner=caller.principal,
-                    origin=origin,
-                ),
-                accepted,
-            ),
-            strict=True,
-        )
-    )
+    jobs = _build_jobs(deps, batch, requests, items)
     batch.cost_estimate_usd = sum(job.cost_estimate_usd or 0.0 for job in jobs.values())
     if not deps.batches.create(batch):  # a concurrent submission of the same batch won
         existing = deps.batches.get(batch_id)
@@ -196,23 +179,30 @@ def _again(
         return batch
     labels = [f"jobs[{index}]" for index in range(len(items))]
     checked = _validate_items(deps, items, labels, webhook, caller, intake_upload, {})
-    jobs: dict[int, Job] = {}
+    requests: dict[int, JobRequest] = {}
     for index in batch.job_indexes:
         result = checked[index]
         if isinstance(result, JobRequest):
-            jobs[index] = submit.new_job(
-                deps,
-                batch_job_id(batch.batch_id, index),
-                result,
-                items[index],
-                batch.source,
-                owner=batch.owner,
-                origin=batch.origin,
-            )
+            requests[index] = result
         else:  # valid when the batch was stored, not now (e.g. its s3:// source was deleted since)
             logger.error("a batch item is no longer valid", extra={"batch_id": batch.batch_id, "index": index})
+    jobs = _build_jobs(deps, batch, requests, items)
     _store_jobs(deps, batch, jobs)
     return batch
+
+
+def _build_jobs(deps: Dependencies, batch: Batch, requests: dict[int, JobRequest], items: list[Any]) -> dict[int, Job]:
+    """The job records (not stored yet) of the batch's valid items, built concurrently (each data-URI image is
+    stashed in S3), under ids derived from the batch and the item index."""
+
+    def build(index: int) -> Job:
+        job_id = batch_job_id(batch.batch_id, index)
+        return submit.new_job(
+            deps, job_id, requests[index], items[index], batch.source, owner=batch.owner, origin=batch.origin
+        )
+
+    indexes = list(requests)
+    return dict(zip(indexes, _concurrently(build, indexes), strict=True))
 
 
 def _validate_items(
