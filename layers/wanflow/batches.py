@@ -1,4 +1,4 @@
-"""The batch: up to 1,000 jobs submitted together (docs/product.md section 7), its record and its public view.
+"""The batch: up to 1,000 jobs submitted together (docs/product.md section 8), its record and its public view.
 
 A batch's jobs are ordinary jobs (`Job.batch_id`, `Job.batch_index`); their ids are derived from the batch id and
 the item's index, so a retried submission lands on the same jobs. The batch record keeps what the jobs do not:
@@ -93,7 +93,7 @@ class Batch(BaseModel):
         return {status.value: counted.get(status.value, 0) for status in JobStatus}
 
     def public_view(self, statuses: dict[str, str]) -> dict[str, Any]:
-        """The batch as docs/product.md section 7 shows it, without its job ids (see `usecases.batches`)."""
+        """The batch as docs/product.md section 8 shows it, without its job ids (see `usecases.batches`)."""
         return {
             "batch_id": self.batch_id,
             "status": self.status.value,

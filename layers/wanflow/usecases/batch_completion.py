@@ -1,4 +1,4 @@
-"""The one `batch.completed` event of a batch (docs/product.md section 7), published when its last job ended.
+"""The one `batch.completed` event of a batch (docs/product.md section 8), published when its last job ended.
 
 `wanflow.usecases.ending` calls `job_ended` once a batch job's own notification is published (so the batch event
 always follows the job events it counts). Recording an ending is one conditional write per job (a repeat changes

@@ -1,4 +1,4 @@
-"""Batches (docs/product.md section 7): up to 1,000 jobs from one `POST /v1/batches` or one `incoming/*.jsonl`.
+"""Batches (docs/product.md section 8): up to 1,000 jobs from one `POST /v1/batches` or one `incoming/*.jsonl`.
 
 Every item is validated exactly as `POST /v1/jobs` validates a job (`wanflow.usecases.submit.validate`), each error
 named with its item (`jobs[3].input.img_url`). Any invalid item refuses the whole batch, with every item's errors,
@@ -230,7 +230,7 @@ def _validate_items(
 
 
 def with_shared_webhook(item: Any, webhook: dict[str, Any] | None) -> Any:
-    """The item with the batch's webhook, if it has none of its own and jobs take one (docs/product.md section 1)."""
+    """The item with the batch's webhook, if it has none of its own and jobs take one (the job's `webhook` field)."""
     if webhook is None or "webhook" not in JobRequest.model_fields or not isinstance(item, dict) or "webhook" in item:
         return item
     return {**item, "webhook": webhook}

@@ -1,5 +1,5 @@
 """A job from an object uploaded under `incoming/` (docs/product.md section 3), queued like an API job; a batch
-from an `incoming/*.jsonl` (section 7).
+from an `incoming/*.jsonl` (section 8).
 
 One object version gives one job, however often S3 delivers its event. Input that can never work ends as a
 FAILED job with a notification. DashScope's limits never stall the intake: the admission queue paces creates.

@@ -1,4 +1,4 @@
-"""`wanflow batch submit | status | cancel`: batches of jobs (docs/product.md section 7).
+"""`wanflow batch submit | status | cancel`: batches of jobs (docs/product.md section 8).
 
 `batch submit FILE.jsonl` sends one job body a line (blank lines skipped) as `POST /v1/batches`; with `--wait`
 it follows the batch with ONE progress line, its jobs counted per status: redrawn in place on a terminal, a
