@@ -12,14 +12,16 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from wanflow.callers import Caller, caller_from_api_event
 from wanflow.errors import WanflowError
 from wanflow.http import (
+    batch_id_from_path,
     error_response,
     idempotency_key_of,
     job_id_from_path,
     list_query,
+    page_query,
     parse_json_body,
 )
 from wanflow.observability import inject_lambda_context, logger, metrics, tracer
-from wanflow.usecases import budget, queries
+from wanflow.usecases import batches, budget, queries
 from wanflow.usecases.cancel import cancel_job as cancel
 from wanflow.usecases.submit import submit_api_job
 from wanflow.usecases.views import job_view
@@ -83,6 +85,42 @@ def create_upload() -> Response:
 def get_usage() -> Response:
     day = (app.current_event.query_string_parameters or {}).get("date")
     return _json(200, budget.usage(dependencies(), _caller(), day))
+
+
+@app.post("/v1/batches")
+def create_batch() -> Response:
+    event = app.current_event
+    body = parse_json_body(event.body, base64_encoded=bool(event.is_base64_encoded))
+    deps = dependencies()
+    batch, created = batches.submit_api_batch(
+        deps, body, idempotency_key=idempotency_key_of(event.headers), caller=_caller()
+    )
+    logger.set_correlation_id(batch.batch_id)
+    if created:
+        metrics.add_metric(name="BatchesSubmitted", unit="Count", value=1)
+        metrics.add_metric(name="JobsSubmitted", unit="Count", value=batch.total)
+    # 202: queued now; 200: the same request again (Idempotency-Key), answered with the batch it made.
+    return _json(
+        202 if created else 200, batches.batch_view(deps, batch), {"Location": f"/v1/batches/{batch.batch_id}"}
+    )
+
+
+@app.get("/v1/batches/<batch_id>")
+def get_batch(batch_id: str) -> Response:
+    logger.set_correlation_id(batch_id)
+    limit, cursor = page_query(
+        app.current_event.query_string_parameters or {},
+        default=batches.DEFAULT_JOB_IDS_PAGE,
+        most=batches.MAX_JOB_IDS_PAGE,
+    )
+    view = batches.get_batch(dependencies(), batch_id_from_path(batch_id), _caller(), limit=limit, cursor=cursor)
+    return _json(200, view)
+
+
+@app.post("/v1/batches/<batch_id>/cancel")
+def cancel_batch(batch_id: str) -> Response:
+    logger.set_correlation_id(batch_id)
+    return _json(200, batches.cancel_batch(dependencies(), batch_id_from_path(batch_id), _caller()))
 
 
 @app.exception_handler(WanflowError)

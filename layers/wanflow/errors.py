@@ -87,6 +87,14 @@ class InvalidRequest(WanflowError):
         return body
 
 
+class InvalidBatch(InvalidRequest):
+    """A batch with invalid items: every item's errors, each field named with its item (`jobs[3].input.img_url`).
+
+    A batch is answered, never stored with its errors, so it may list more errors than one job does."""
+
+    MAX_ERRORS = 5000
+
+
 def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 

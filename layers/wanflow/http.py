@@ -42,6 +42,21 @@ def job_id_from_path(job_id: str) -> str:
     return job_id
 
 
+def batch_id_from_path(batch_id: str) -> str:
+    if not _JOB_ID.match(batch_id):  # batch ids look like job ids
+        raise NotFound(f"batch {batch_id} does not exist")
+    return batch_id
+
+
+def page_query(query: dict[str, str], *, default: int, most: int) -> tuple[int, str | None]:
+    """`limit` and `cursor` of a paged read (`GET /v1/batches/{id}`: its job ids); errors name the parameter."""
+    errors: list[FieldError] = []
+    limit, cursor = _limit_and_cursor(query, default, most, errors)
+    if errors:
+        raise InvalidRequest(errors)
+    return limit, cursor
+
+
 def list_query(query: dict[str, str]) -> tuple[JobStatus | None, int, str | None]:
     """`status`, `limit` and `cursor` of `GET /v1/jobs`; a parameter given empty is an error, not a default."""
     errors: list[FieldError] = []
@@ -51,19 +66,26 @@ def list_query(query: dict[str, str]) -> tuple[JobStatus | None, int, str | None
             status = JobStatus(query["status"].upper())
         except ValueError:
             errors.append(FieldError("status", f"must be one of {', '.join(JobStatus)}"))
-    limit = DEFAULT_LIST_LIMIT
+    limit, cursor = _limit_and_cursor(query, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, errors)
+    if errors:
+        raise InvalidRequest(errors)
+    return status, limit, cursor
+
+
+def _limit_and_cursor(
+    query: dict[str, str], default: int, most: int, errors: list[FieldError]
+) -> tuple[int, str | None]:
+    limit = default
     if "limit" in query:
         raw_limit = query["limit"].strip()
         # isascii: str.isdigit() also accepts digits int() refuses, such as "²"
         limit = int(raw_limit) if raw_limit.isascii() and raw_limit.isdigit() and len(raw_limit) <= 4 else -1
-        if not 1 <= limit <= MAX_LIST_LIMIT:
-            errors.append(FieldError("limit", f"must be a whole number from 1 to {MAX_LIST_LIMIT}"))
+        if not 1 <= limit <= most:
+            errors.append(FieldError("limit", f"must be a whole number from 1 to {most}"))
     cursor = query.get("cursor")
     if cursor is not None and not cursor:
         errors.append(FieldError("cursor", "is empty; pass the next_cursor of the previous page, or no cursor"))
-    if errors:
-        raise InvalidRequest(errors)
-    return status, limit, cursor
+    return limit, cursor
 
 
 def idempotency_key_of(headers: dict[str, str]) -> str | None:

@@ -225,6 +225,8 @@ class Job(BaseModel):
     error: JobError | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
     priority: Priority = Priority.NORMAL
+    batch_id: str | None = None  # the batch it was submitted in (wanflow.batches), if any
+    batch_index: int | None = None  # its item's index in that batch
     created_at: datetime = Field(default_factory=utc_now)
     updated_at: datetime = Field(default_factory=utc_now)
     queued_at: datetime | None = None  # entered the admission queue (None for jobs from before the queue)
@@ -338,6 +340,8 @@ class Job(BaseModel):
             "finished_at": _optional_time(self.completed_at),
             "attempts": [attempt.public_view() for attempt in self.attempts],
         }
+        if self.batch_id is not None:
+            view["batch_id"] = self.batch_id
         if self.output is not None and self.status is JobStatus.SUCCEEDED:
             view["output"] = self.output.model_dump()
             if output_url:

@@ -15,6 +15,7 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from enum import StrEnum
 from typing import Any, Protocol
 
+from wanflow.batches import Batch
 from wanflow.jobs import Job, JobStatus
 from wanflow.tasks import TaskInfo, TaskPage
 
@@ -92,6 +93,10 @@ class JobRepository:
 
     def queued_ranks_before(self, model: str, queue_rank: str) -> list[str]:
         """The queue ranks of `model`'s QUEUED jobs ahead of `queue_rank`, in queue order (keys only: cheap)."""
+        raise NotImplementedError
+
+    def batch_statuses(self, batch_id: str) -> dict[str, str]:
+        """job id -> status of the jobs of batch `batch_id` (an index: may lag a write by a moment)."""
         raise NotImplementedError
 
     def update(self, job_id: str, change: Callable[[Job], None]) -> Job:
@@ -190,10 +195,15 @@ class RunningSlots(Protocol):
 
 
 class Notifier(Protocol):
-    """SNS: the `wanflow.job.v1` event of a finished job, and the `wanflow.budget.v1` events of the spend cap."""
+    """SNS: the `wanflow.job.v1` event of a finished job, the `wanflow.batch.v1` event of a completed batch, and the
+    `wanflow.budget.v1` events of the spend cap."""
 
     def publish_job_event(self, job: Job, job_view: dict[str, Any]) -> str:
         """Publish the event; returns the message id."""
+        ...
+
+    def publish_batch_event(self, event_type: str, batch_view: dict[str, Any]) -> str:
+        """Publish a `wanflow.batch.v1` event (`batch.completed`); returns the message id."""
         ...
 
     def publish_budget_event(self, event: dict[str, Any]) -> str:
@@ -272,6 +282,35 @@ class BudgetLedger(Protocol):
         (unless `reserved_at_least` is None) the scope's reserved USD has reached that amount. Returns the day's
         counters when this call marked it, None otherwise."""
         ...
+
+
+class BatchRepository(Protocol):
+    """Where batch records live (`wanflow.batches.Batch`). Each change after creation is one conditional write of
+    one attribute, so concurrent writers (1,000 jobs ending at once) never need to re-read and retry."""
+
+    def create(self, batch: Batch) -> bool:
+        """Store a new batch; False if one with this id exists (a retried submission)."""
+        ...
+
+    def get(self, batch_id: str) -> Batch | None: ...
+
+    def mark_jobs_stored(self, batch_id: str) -> None: ...
+
+    def record_ending(self, batch_id: str, job_id: str, status: str) -> Batch | None:
+        """Record that job `job_id` ended as `status`, once (a repeat changes nothing); the batch after the write,
+        None if there is no such batch."""
+        ...
+
+    def claim_completion(self, batch_id: str, *, reclaim: bool = False) -> Batch | None:
+        """Claim the publishing of `batch.completed`: the batch if this caller claimed it (NONE -> CLAIMED, or
+        with `reclaim` an existing CLAIMED one, for the sweeper), None if someone else did or it is published."""
+        ...
+
+    def confirm_completion(self, batch_id: str) -> None:
+        """`batch.completed` is published."""
+        ...
+
+    def request_cancel(self, batch_id: str) -> None: ...
 
 
 class DashScopeApi(Protocol):

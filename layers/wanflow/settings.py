@@ -39,6 +39,7 @@ _ENVIRONMENT = {
     "WANFLOW_PROVIDER_RETRY_BACKOFF_SECONDS": "provider_retry_backoff_seconds",
     "WANFLOW_DAILY_BUDGET_USD": "daily_budget_usd",
     "WANFLOW_CALLER_BUDGETS_USD": "caller_budgets_usd",
+    "WANFLOW_BATCHES_TABLE": "batches_table",
 }
 
 
@@ -110,6 +111,8 @@ class Settings(BaseModel):
     daily_budget_usd: Decimal = Field(default=Decimal(0), ge=0, le=10_000_000)
     # Caps of single callers, USD per UTC day: IAM unique id, user ARN or role ARN -> cap ("AROA...=25,arn:...=10").
     caller_budgets_usd: dict[str, Decimal] = Field(default_factory=dict)
+    # Batch records (wanflow.usecases.batches); a batch's jobs live in the jobs table.
+    batches_table: str = ""
 
     @property
     def admins(self) -> tuple[str, ...]:

@@ -12,6 +12,7 @@ from typing import Any
 
 from wanflow import redaction
 from wanflow.adapters import boto
+from wanflow.adapters.batch_table import BatchTable
 from wanflow.adapters.budget_ledger import DynamoBudgetLedger
 from wanflow.adapters.job_table import JobTable
 from wanflow.adapters.notifier import SnsNotifier
@@ -43,6 +44,7 @@ def dependencies() -> Dependencies:
         limiter=DynamoRateLimiter(admission_table),
         seal_key=functools.partial(seal_key_from_secret, settings),
         budget=DynamoBudgetLedger(admission_table),
+        batches=BatchTable(boto.dynamodb_table(settings.batches_table)),
     )
 
 

@@ -199,11 +199,14 @@ def test_every_template_resource_exists_with_its_settings(stack: MotoStack) -> N
         "by_owner_status": ["owner_status", "created_at"],
         "by_queue": ["queue_model", "queue_rank"],
         "by_task": ["task_id"],
+        "by_batch": ["batch_id", "batch_index"],
     }
     ttl = stack.boto3_client("dynamodb").describe_time_to_live(TableName=resources["JobsTable"])
     assert ttl["TimeToLiveDescription"]["AttributeName"] == "expires_at"
     admission = stack.boto3_client("dynamodb").describe_table(TableName=resources["AdmissionTable"])["Table"]
     assert admission["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"}]
+    batches = stack.boto3_client("dynamodb").describe_table(TableName=resources["BatchesTable"])["Table"]
+    assert batches["KeySchema"] == [{"AttributeName": "batch_id", "KeyType": "HASH"}]
 
     sqs = stack.boto3_client("sqs")
     intake = sqs.get_queue_attributes(QueueUrl=resources["IntakeQueue"], AttributeNames=["All"])["Attributes"]

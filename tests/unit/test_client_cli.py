@@ -1,4 +1,4 @@
-"""The client CLI (`wanflow submit/status/wait/list/cancel/download`) against a fake wanflow API.
+"""The client CLI (`wanflow submit/status/wait/list/cancel/download`, `wanflow batch ...`) against a fake wanflow API.
 
 The fake API is an `httpx.MockTransport`; time is a fake clock that advances when the waiter sleeps, so waiting
 tests run instantly and deterministically.
@@ -844,3 +844,155 @@ def test_download_without_a_video(
     assert result.code == exit_code
     assert state in result.stderr
     assert not (tmp_path / "clip.mp4").exists()
+
+
+# ------------------------------------------------------------------------------------------------ batches
+
+BATCH_ID = "b" * 32
+JOB_IDS = [f"{index:032x}" for index in range(3)]
+
+
+def batch(status: str = "open", **counts: int) -> dict[str, Any]:
+    every = {name: counts.get(name, 0) for name in ("QUEUED", "PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELED")}
+    return {
+        "batch_id": BATCH_ID,
+        "status": status,
+        "source": "api",
+        "created_at": "2025-01-01T12:00:00.000Z",
+        "completed_at": None if status == "open" else "2025-01-01T12:01:00.000Z",
+        "metadata": {},
+        "total": 3,
+        "counts": every,
+        "cost_estimate_usd": 0.75,
+        "rejected": [],
+        "jobs": JOB_IDS,
+        "next_cursor": None,
+    }
+
+
+@pytest.fixture
+def jobs_file(tmp_path: Path) -> Path:
+    path = tmp_path / "jobs.jsonl"
+    lines = [{"input": {"prompt": f"shot {n}", "img_url": f"https://example.com/{n}.png"}} for n in range(3)]
+    path.write_text("\n".join(json.dumps(line) for line in lines[:2]) + "\n\n" + json.dumps(lines[2]) + "\n")
+    return path
+
+
+def test_batch_submit_sends_one_body_a_line_with_its_options(
+    cli: Callable[..., Result], api: FakeApi, jobs_file: Path
+) -> None:
+    api.reply_json("POST", "/v1/batches", batch(QUEUED=3), status=202)
+    result = cli("batch", "submit", str(jobs_file), "--partial", "--idempotency-key", "k-1")
+    assert result.code == 0, result.stderr
+    (request,) = api.seen("POST", "/v1/batches")
+    body = json.loads(request.content)
+    assert [item["input"]["prompt"] for item in body["jobs"]] == ["shot 0", "shot 1", "shot 2"]
+    assert body["partial"] is True and request.headers["idempotency-key"] == "k-1"
+    assert result.summary("batch") == [BATCH_ID] and result.summary("jobs") == ["3 jobs, 3 QUEUED"]
+    assert f"wanflow batch status {BATCH_ID}" in result.stderr
+
+
+def test_batch_submit_without_partial_sends_no_partial(
+    cli: Callable[..., Result], api: FakeApi, jobs_file: Path
+) -> None:
+    api.reply_json("POST", "/v1/batches", batch(QUEUED=3), status=202)
+    assert cli("batch", "submit", str(jobs_file)).code == 0
+    assert "partial" not in json.loads(api.seen("POST", "/v1/batches")[0].content)
+
+
+def test_batch_submit_refuses_a_line_that_is_not_json_before_any_request(
+    cli: Callable[..., Result], api: FakeApi, tmp_path: Path
+) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"input": {}}\n{not json\n')
+    result = cli("batch", "submit", str(path))
+    assert result.code == 2 and "line 2 is not JSON" in result.stderr and api.requests == []
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    assert cli("batch", "submit", str(empty)).code == 2
+    assert cli("batch", "submit", str(tmp_path / "missing.jsonl")).code == 2
+
+
+def test_a_refused_batch_shows_each_items_field_errors_and_exits_2(
+    cli: Callable[..., Result], api: FakeApi, jobs_file: Path
+) -> None:
+    errors = [
+        {"field": "jobs[1].parameters.duration", "message": "wan2.2-i2v-flash supports durations 5"},
+        {"field": "jobs[2].input.img_url", "message": "is required"},
+    ]
+    api.on(
+        "POST", "/v1/batches", lambda _: error_reply(400, "InvalidParameter", "2 of 3 jobs are invalid", errors=errors)
+    )
+    result = cli("batch", "submit", str(jobs_file), "--wait")
+    assert result.code == 2
+    assert "jobs[1].parameters.duration" in result.stderr and "jobs[2].input.img_url" in result.stderr
+
+
+def test_batch_submit_wait_prints_one_plain_line_per_change_and_exits_0_when_all_succeed(
+    cli: Callable[..., Result], api: FakeApi, fake_time: FakeTime, jobs_file: Path
+) -> None:
+    api.reply_json("POST", "/v1/batches", batch(QUEUED=1, PENDING=2), status=202)
+    api.sequence(
+        "GET",
+        f"/v1/batches/{BATCH_ID}",
+        [
+            httpx.Response(200, json=batch(QUEUED=1, PENDING=2)),
+            httpx.Response(200, json=batch(QUEUED=1, PENDING=2)),  # no change: no line
+            httpx.Response(200, json=batch(QUEUED=1, RUNNING=1, SUCCEEDED=1)),
+            httpx.Response(200, json=batch("completed", SUCCEEDED=3)),
+        ],
+    )
+    result = cli("batch", "submit", str(jobs_file), "--wait", "--interval", "3")
+    assert result.code == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        f"[00:00] batch {BATCH_ID} open: 3 jobs, 2 PENDING, 1 QUEUED",
+        f"[00:06] batch {BATCH_ID} open: 3 jobs, 1 SUCCEEDED, 1 RUNNING, 1 QUEUED",
+        f"[00:09] batch {BATCH_ID} completed: 3 jobs, 3 SUCCEEDED",
+    ]
+    assert fake_time.sleeps == [3.0, 3.0, 3.0]
+    assert result.summary("status") == ["completed"] and result.summary("job") == JOB_IDS
+
+
+def test_batch_submit_wait_on_a_terminal_redraws_one_line_in_place(
+    cli: Callable[..., Result], api: FakeApi, jobs_file: Path
+) -> None:
+    api.reply_json("POST", "/v1/batches", batch(QUEUED=3), status=202)
+    api.sequence(
+        "GET",
+        f"/v1/batches/{BATCH_ID}",
+        [
+            httpx.Response(200, json=batch(QUEUED=1, PENDING=2)),
+            httpx.Response(200, json=batch(SUCCEEDED=1, RUNNING=2)),
+            httpx.Response(200, json=batch("completed", SUCCEEDED=2, FAILED=1)),
+        ],
+    )
+    result = cli("batch", "submit", str(jobs_file), "--wait", "--interval", "2", tty=True)
+    assert result.code == 1  # a job failed
+    # One line, redrawn: nothing but the final outcome ends with a newline.
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.endswith(f"\r\x1b[2K[00:04] batch {BATCH_ID} completed: 3 jobs, 2 SUCCEEDED, 1 FAILED\n")
+    redraws = [part for part in result.stderr.split("\r\x1b[2K") if part.startswith(("|", "/", "-", "\\"))]
+    assert redraws[0] == f"| [00:00] batch {BATCH_ID} open: 3 jobs, 2 PENDING, 1 QUEUED"
+    assert any("1 SUCCEEDED, 2 RUNNING" in part for part in redraws)
+
+
+def test_batch_submit_wait_timeout_exits_4(cli: Callable[..., Result], api: FakeApi, jobs_file: Path) -> None:
+    api.reply_json("POST", "/v1/batches", batch(QUEUED=3), status=202)
+    api.reply_json("GET", f"/v1/batches/{BATCH_ID}", batch(QUEUED=3))
+    result = cli("batch", "submit", str(jobs_file), "--wait", "--interval", "2", "--timeout", "5")
+    assert result.code == 4 and f"batch {BATCH_ID} is still open after 5 s" in result.stderr
+
+
+def test_batch_status_and_cancel(cli: Callable[..., Result], api: FakeApi) -> None:
+    api.reply_json("GET", f"/v1/batches/{BATCH_ID}", batch(SUCCEEDED=1, RUNNING=1, QUEUED=1))
+    api.reply_json("POST", f"/v1/batches/{BATCH_ID}/cancel", batch(SUCCEEDED=1, RUNNING=1, CANCELED=1))
+    status = cli("batch", "status", BATCH_ID)
+    assert status.code == 0 and status.summary("jobs") == ["3 jobs, 1 SUCCEEDED, 1 RUNNING, 1 QUEUED"]
+    canceled = cli("batch", "cancel", BATCH_ID, "--json")
+    assert canceled.code == 0 and json.loads(canceled.stdout)["counts"]["CANCELED"] == 1
+    assert len(api.seen("POST", f"/v1/batches/{BATCH_ID}/cancel")) == 1
+
+
+def test_batch_status_of_an_unknown_batch_exits_2(cli: Callable[..., Result], api: FakeApi) -> None:
+    result = cli("batch", "status", "c" * 32)
+    assert result.code == 2 and "NotFound" in result.stderr

@@ -6,8 +6,8 @@ import base64
 
 import pytest
 
-from wanflow.errors import InvalidRequest, PayloadTooLarge
-from wanflow.http import MAX_BODY_BYTES, idempotency_key_of, list_query, parse_json_body
+from wanflow.errors import InvalidRequest, NotFound, PayloadTooLarge
+from wanflow.http import MAX_BODY_BYTES, batch_id_from_path, idempotency_key_of, list_query, page_query, parse_json_body
 from wanflow.jobs import JobStatus
 
 
@@ -70,6 +70,21 @@ def test_bad_list_parameters_name_themselves(query: dict[str, str], fields: list
 def test_good_list_parameters() -> None:
     assert list_query({}) == (None, 20, None)
     assert list_query({"status": "succeeded", "limit": "100", "cursor": "abc"}) == (JobStatus.SUCCEEDED, 100, "abc")
+
+
+def test_batch_pages_take_a_limit_up_to_their_own_most_and_a_cursor() -> None:
+    assert page_query({}, default=100, most=1000) == (100, None)
+    assert page_query({"limit": "1000", "cursor": "c"}, default=100, most=1000) == (1000, "c")
+    for query in ({"limit": "1001"}, {"limit": "0"}, {"limit": "ten"}, {"cursor": ""}):
+        with pytest.raises(InvalidRequest) as refused:
+            page_query(query, default=100, most=1000)
+        assert [error.field for error in refused.value.errors] == list(query)
+
+
+def test_a_batch_id_that_cannot_be_one_is_not_found() -> None:
+    assert batch_id_from_path("a" * 32) == "a" * 32
+    with pytest.raises(NotFound):
+        batch_id_from_path("../jobs")
 
 
 @pytest.mark.parametrize("key", ["", "k" * 256, "tab\tinside", "caf\u00e9"])

@@ -321,10 +321,12 @@ def test_jobs_table_keys_indexes_recovery_and_ttl(transformed: dict[str, Any]) -
         "by_owner_status": [("owner_status", "HASH"), ("created_at", "RANGE")],
         "by_queue": [("queue_model", "HASH"), ("queue_rank", "RANGE")],
         "by_task": [("task_id", "HASH")],
+        "by_batch": [("batch_id", "HASH"), ("batch_index", "RANGE")],
     }
     projections = {index["IndexName"]: index["Projection"] for index in table["GlobalSecondaryIndexes"]}
     # The queue and task indexes only answer "which jobs": they keep keys, not whole jobs.
     assert projections["by_queue"] == projections["by_task"] == {"ProjectionType": "KEYS_ONLY"}
+    assert projections["by_batch"] == {"ProjectionType": "INCLUDE", "NonKeyAttributes": ["status"]}
     assert table["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
     assert table["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
     assert deployed(transformed)["Resources"]["JobsTable"]["Properties"]["SSESpecification"] == {"SSEEnabled": True}
@@ -539,7 +541,7 @@ def test_every_http_route_requires_iam_auth(sam: dict[str, Any], transformed: di
     body = transformed["Resources"]["HttpApi"]["Properties"]["Body"]
     operations = [operation for path in body["paths"].values() for operation in path.values()]
     routes = [event for event in sam["Resources"]["ApiFunction"]["Properties"]["Events"].values()]
-    assert len(operations) == len(routes) >= 6
+    assert len(operations) == len(routes) >= 9
     for operation in operations:
         assert operation["security"] == [{"AWS_IAM": []}]
         assert operation["x-amazon-apigateway-integration"]["payloadFormatVersion"] == "2.0"

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from wanflow.batches import Batch, Completion
 from wanflow.callers import Caller
 from wanflow.jobs import FINAL_STATUSES, BudgetState, Job, JobStatus, rfc3339
 from wanflow.ports import (
@@ -132,6 +133,9 @@ class InMemoryJobTable(JobRepository):
     def queued_ranks_before(self, model: str, queue_rank: str) -> list[str]:
         return [job.queue_rank for job in self._queue(model) if job.queue_rank < queue_rank]
 
+    def batch_statuses(self, batch_id: str) -> dict[str, str]:
+        return {job.job_id: job.status.value for job in self.all() if job.batch_id == batch_id}
+
     def _queue(self, model: str) -> list[Job]:
         queued = (job for job in self.all() if job.status is JobStatus.QUEUED and job.queue_key == model)
         return sorted(queued, key=lambda job: job.queue_rank)
@@ -139,6 +143,90 @@ class InMemoryJobTable(JobRepository):
 
 def _stamp(job: Job) -> str:
     return rfc3339(job.created_at)
+
+
+class InMemoryBatchTable:
+    """Batch records in a dict, with the DynamoDB adapter's conditional writes (each atomic under one lock)."""
+
+    def __init__(self) -> None:
+        self._docs: dict[str, str] = {}
+        self._lock = threading.RLock()
+        self.ending_writes = 0  # endings actually recorded (a repeat is refused, as DynamoDB's condition does)
+
+    def create(self, batch: Batch) -> bool:
+        with self._lock:
+            if batch.batch_id in self._docs:
+                return False
+            self._docs[batch.batch_id] = batch.model_dump_json()
+            return True
+
+    def get(self, batch_id: str) -> Batch | None:
+        doc = self._docs.get(batch_id)
+        return Batch.model_validate_json(doc) if doc is not None else None
+
+    def all(self) -> list[Batch]:
+        return [batch for batch_id in list(self._docs) if (batch := self.get(batch_id)) is not None]
+
+    def put(self, batch: Batch) -> None:
+        """Store `batch` as it is (tests set up a batch in a given state this way)."""
+        self._docs[batch.batch_id] = batch.model_dump_json()
+
+    def _change(self, batch_id: str, change: Callable[[Batch], bool]) -> Batch | None:
+        """Apply `change` if it returns True (its condition held); the batch after, None if there is none."""
+        with self._lock:
+            batch = self.get(batch_id)
+            if batch is None:
+                return None
+            if change(batch):
+                self._docs[batch_id] = batch.model_dump_json()
+            return batch
+
+    def mark_jobs_stored(self, batch_id: str) -> None:
+        def mark(batch: Batch) -> bool:
+            batch.jobs_stored = True
+            return True
+
+        self._change(batch_id, mark)
+
+    def record_ending(self, batch_id: str, job_id: str, status: str) -> Batch | None:
+        def record(batch: Batch) -> bool:
+            if job_id in batch.endings:
+                return False
+            batch.endings[job_id] = status
+            self.ending_writes += 1
+            return True
+
+        return self._change(batch_id, record)
+
+    def claim_completion(self, batch_id: str, *, reclaim: bool = False) -> Batch | None:
+        claimed = False
+
+        def claim(batch: Batch) -> bool:
+            nonlocal claimed
+            allowed = (Completion.NONE, Completion.CLAIMED) if reclaim else (Completion.NONE,)
+            if batch.completion not in allowed:
+                return False
+            batch.completion = Completion.CLAIMED
+            batch.completed_at = batch.completed_at or datetime.now(UTC)
+            claimed = True
+            return True
+
+        batch = self._change(batch_id, claim)
+        return batch if claimed else None
+
+    def confirm_completion(self, batch_id: str) -> None:
+        def confirm(batch: Batch) -> bool:
+            batch.completion = Completion.PUBLISHED
+            return True
+
+        self._change(batch_id, confirm)
+
+    def request_cancel(self, batch_id: str) -> None:
+        def cancel(batch: Batch) -> bool:
+            batch.cancel_requested_at = batch.cancel_requested_at or datetime.now(UTC)
+            return True
+
+        self._change(batch_id, cancel)
 
 
 @dataclass
@@ -277,6 +365,7 @@ class RecordingNotifier:
     def __init__(self) -> None:
         self.events: list[dict[str, Any]] = []
         self.budget_events: list[dict[str, Any]] = []
+        self.batch_events: list[dict[str, Any]] = []  # wanflow.batch.v1 events, apart from the jobs' own
         self.fail = False
 
     def publish_budget_event(self, event: dict[str, Any]) -> str:
@@ -292,6 +381,14 @@ class RecordingNotifier:
 
         self.events.append(job_event(job, job_view))
         return f"message-{len(self.events)}"
+
+    def publish_batch_event(self, event_type: str, batch_view: dict[str, Any]) -> str:
+        if self.fail:
+            raise RuntimeError("SNS unavailable")
+        from wanflow.adapters.notifier import batch_event
+
+        self.batch_events.append(batch_event(event_type, batch_view))
+        return f"batch-message-{len(self.batch_events)}"
 
     def for_job(self, job_id: str) -> list[dict[str, Any]]:
         return [event for event in self.events if event["job"]["job_id"] == job_id]
@@ -548,6 +645,7 @@ class FakeWorld:
     dashscope: FakeDashScope = field(default_factory=FakeDashScope)
     slots: InMemoryRunningSlots = field(default_factory=InMemoryRunningSlots)
     budget: InMemoryBudgetLedger = field(default_factory=InMemoryBudgetLedger)
+    batches: InMemoryBatchTable = field(default_factory=InMemoryBatchTable)
     now: float = 0.0
     sleeps: list[float] = field(default_factory=list)
     limiter: InMemoryRateLimiter = field(init=False)
@@ -590,6 +688,7 @@ class FakeWorld:
             limiter=self.limiter,
             seal_key=lambda: hashlib.sha256(b"fake seal key").digest(),
             budget=self.budget,
+            batches=self.batches,
             monotonic=lambda: self.now,
             sleep=self.sleep,
         )

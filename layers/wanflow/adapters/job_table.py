@@ -143,6 +143,21 @@ class JobTable(JobRepository):
                 return ranks
             query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
+    def batch_statuses(self, batch_id: str) -> dict[str, str]:
+        query: dict[str, Any] = {
+            "IndexName": "by_batch",
+            "KeyConditionExpression": Key("batch_id").eq(batch_id),
+            "ProjectionExpression": "job_id, #status",
+            "ExpressionAttributeNames": {"#status": "status"},
+        }
+        statuses: dict[str, str] = {}
+        while True:
+            page = self._table.query(**query)
+            statuses.update({str(item["job_id"]): str(item["status"]) for item in page.get("Items", [])})
+            if "LastEvaluatedKey" not in page:
+                return statuses
+            query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
     def _with_status(self, status: JobStatus, *, since: str | None = None) -> list[Job]:
         condition: ConditionBase = Key("status").eq(status.value)
         if since is not None:
@@ -174,6 +189,9 @@ class JobTable(JobRepository):
         if job.status is JobStatus.QUEUED:  # the sparse queue index holds queued jobs only
             item["queue_model"] = job.queue_key  # a job held by the spend cap waits beside its model's queue
             item["queue_rank"] = job.queue_rank
+        if job.batch_id is not None:  # the sparse batch index: a batch's jobs and their statuses
+            item["batch_id"] = job.batch_id
+            item["batch_index"] = job.batch_index or 0
         if job.provider.task_id is not None:
             item["task_id"] = job.provider.task_id
         if job.completed_at is not None:

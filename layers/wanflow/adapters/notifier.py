@@ -1,11 +1,13 @@
-"""SNS adapter: the `wanflow.job.v1` event (schemas/job-event.v1.schema.json), one per job when it ends, and the
-spend cap's `wanflow.budget.v1` events (schemas/budget-event.v1.schema.json)."""
+"""SNS adapter: the `wanflow.job.v1` event (schemas/job-event.v1.schema.json), one per job when it ends, the
+spend cap's `wanflow.budget.v1` events (schemas/budget-event.v1.schema.json), and the
+`wanflow.batch.v1` event (schemas/batch-event.v1.schema.json), one per batch when its last job ended."""
 
 from __future__ import annotations
 
 import json
 from typing import TYPE_CHECKING, Any
 
+from wanflow.batches import BATCH_EVENT_SCHEMA
 from wanflow.jobs import Job, JobStatus, rfc3339, utc_now
 
 if TYPE_CHECKING:
@@ -17,6 +19,11 @@ EVENT_TYPES = {
     JobStatus.FAILED: "job.failed",
     JobStatus.CANCELED: "job.canceled",
 }
+
+
+def batch_event(event_type: str, batch_view: dict[str, Any]) -> dict[str, Any]:
+    """A `wanflow.batch.v1` event (schemas/batch-event.v1.schema.json)."""
+    return {"schema": BATCH_EVENT_SCHEMA, "type": event_type, "time": rfc3339(utc_now()), "batch": batch_view}
 
 
 def job_event(job: Job, job_view: dict[str, Any]) -> dict[str, Any]:
@@ -38,6 +45,14 @@ class SnsNotifier:
             "model": job.model,
             "source": job.source.value,
         }
+        return self._publish(event, attributes)
+
+    def publish_batch_event(self, event_type: str, batch_view: dict[str, Any]) -> str:
+        event = batch_event(event_type, batch_view)
+        attributes = {"type": event_type, "status": str(batch_view["status"]), "source": str(batch_view["source"])}
+        return self._publish(event, attributes)
+
+    def _publish(self, event: dict[str, Any], attributes: dict[str, str]) -> str:
         response = self._sns.publish(
             TopicArn=self._topic_arn,
             Message=json.dumps(event),

@@ -8,6 +8,8 @@
 | `finalize` | store and verify the video, end the job SUCCEEDED |
 | `ending` | every ending of a job and its one notification: the only place that publishes |
 | `cancel` | `POST /v1/jobs/{id}/cancel` |
+| `batches` | `POST/GET /v1/batches`, batch cancel, `incoming/*.jsonl`: many jobs validated, stored and queued at once |
+| `batch_completion` | a batch job's ending recorded on its batch, and the batch's one `batch.completed` |
 | `queries` | reads (`GET /v1/jobs...`) and upload grants |
 | `sweep` | the scheduled repair of jobs that lost their way |
 | `views` | how a job is shown, and where its documents live |

@@ -52,6 +52,18 @@ def admit(deps: Dependencies, job: Job) -> None:
         logger.exception("could not dispatch the queue; the sweeper will", extra={"job_id": job.job_id})
 
 
+def admit_many(deps: Dependencies, jobs: list[Job]) -> None:
+    """Try to grant many just-queued jobs (a batch's) slots now, without one dispatch per job: per model, only the
+    first jobs in queue order, as many as the model has slots, can be granted now; each of them is offered as the
+    dispatch's newcomer (the queue index may not show it yet). The rest wait in the queue for released slots."""
+    by_model: dict[str, list[Job]] = {}
+    for job in jobs:
+        by_model.setdefault(model_of(job), []).append(job)
+    for model, queued in by_model.items():
+        for job in sorted(queued, key=lambda job: job.queue_rank)[: deps.settings.slots_for(model)]:
+            admit(deps, job)
+
+
 def dispatch(deps: Dependencies, model: str, *, newcomer: Job | None = None) -> int:
     """Grant free slots of `model` to its queued jobs in queue order; returns how many were granted.
 

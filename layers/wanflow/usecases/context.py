@@ -10,6 +10,7 @@ from wanflow.callers import Caller
 from wanflow.errors import NotFound
 from wanflow.jobs import Job
 from wanflow.ports import (
+    BatchRepository,
     BudgetLedger,
     DashScopeApi,
     JobRepository,
@@ -40,6 +41,8 @@ class Dependencies:
     seal_key: Callable[[], bytes]
     # The spend cap's ledger: reservations and usage per UTC day (wanflow.usecases.budget).
     budget: BudgetLedger
+    # Batch records (wanflow.usecases.batches); a batch's jobs are in `jobs`.
+    batches: BatchRepository
     monotonic: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
 

@@ -1,5 +1,6 @@
-"""Every ending of a job, and its one notification. This is the only module that publishes job events (the spend
-cap's own events are wanflow.usecases.budget's).
+"""Every ending of a job, and its one notification. This is the only module that publishes a job's event (the spend
+cap's own events are wanflow.usecases.budget's); a batch job's notification is followed by its batch's bookkeeping
+(`wanflow.usecases.batch_completion`, which publishes the batch's one `batch.completed`).
 
 A job ends exactly once (the status machine in `wanflow.jobs` refuses a second ending) and is announced exactly
 once: the final job JSON beside the video, then the `wanflow.job.v1` event (docs/product.md section 4).
@@ -14,7 +15,7 @@ from typing import Any
 from wanflow.errors import JobErrorCode
 from wanflow.events import CaughtError, StepError
 from wanflow.jobs import Job, JobStatus, Notification, Stage, TransitionRefused, model_of
-from wanflow.usecases import admission, budget
+from wanflow.usecases import admission, batch_completion, budget
 from wanflow.usecases.context import Dependencies, require_job
 from wanflow.usecases.views import job_view, output_key
 
@@ -93,7 +94,9 @@ def publish_claimed(deps: Dependencies, job: Job) -> Job:
     def confirm(current: Job) -> None:
         current.notification = Notification.PUBLISHED
 
-    return deps.jobs.update(job.job_id, confirm)
+    job = deps.jobs.update(job.job_id, confirm)
+    batch_completion.job_ended(deps, job)  # a batch job: its batch's one batch.completed, after its last job's event
+    return job
 
 
 def _error_from_caught(job: Job, caught: CaughtError) -> StepError:

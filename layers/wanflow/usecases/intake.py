@@ -1,4 +1,5 @@
-"""A job from an object uploaded under `incoming/` (docs/product.md section 3), queued like an API job.
+"""A job from an object uploaded under `incoming/` (docs/product.md section 3), queued like an API job; a batch
+from an `incoming/*.jsonl` (section 9).
 
 One object version gives one job, however often S3 delivers its event. Input that can never work ends as a
 FAILED job with a notification. DashScope's limits never stall the intake: the admission queue paces creates.
@@ -15,11 +16,13 @@ from wanflow.errors import FieldError, InvalidRequest, JobErrorCode
 from wanflow.jobs import Job, Provider, Source, derived_job_id, utc_now
 from wanflow.request import parse_json_text
 from wanflow.s3_events import S3Notification
-from wanflow.usecases import admission, ending, submit
+from wanflow.usecases import admission, batches, ending, submit
 from wanflow.usecases.context import Dependencies
 
 logger = logging.getLogger(__name__)
 MAX_MANIFEST_BYTES = 1024 * 1024
+# A batch file holds up to 1,000 job bodies: as much as a POST /v1/batches body may be (wanflow.http).
+MAX_BATCH_FILE_BYTES = 5 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,12 @@ def submit_uploaded_object(deps: Dependencies, created: CreatedObject) -> Job | 
     if existing is not None:
         return existing  # a duplicate event
     origin = _origin(created)
+    if _is_batch_file(key):
+        try:
+            _submit_jsonl_batch(deps, created, origin)
+        except InvalidRequest as exc:
+            return _record_rejected_intake(deps, job_id, created, origin, exc, what="batch")
+        return None
     try:
         body = _intake_body(deps, bucket, key, version_id)
         if body is None:
@@ -111,6 +120,55 @@ def submit_uploaded_object(deps: Dependencies, created: CreatedObject) -> Job | 
         return deps.jobs.get(job_id)
     admission.admit(deps, job)
     return job
+
+
+def _is_batch_file(key: str) -> bool:
+    return key.lower().endswith(".jsonl")
+
+
+def _submit_jsonl_batch(deps: Dependencies, created: CreatedObject, origin: str) -> None:
+    """A batch from `incoming/*.jsonl`, one job body a line (blank lines skipped), relative paths resolved like a
+    manifest's. As for `POST /v1/batches` without `partial`, one bad line refuses the whole file: nothing is
+    queued and the file's FAILED job lists each bad line's errors (`line 4.input.img_url`). The batch id derives
+    from the object version, so a redelivered event changes nothing."""
+    bucket, key = created.bucket, created.key
+    try:
+        data = deps.objects.get_bytes(bucket, key, version_id=created.version_id, max_bytes=MAX_BATCH_FILE_BYTES)
+    except (ValueError, LookupError) as exc:  # too large, or deleted before it was read
+        raise InvalidRequest([FieldError("file", str(exc))]) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeError:
+        raise InvalidRequest([FieldError("file", "is not UTF-8 text")]) from None
+    items: list[Any] = []
+    labels: list[str] = []
+    unreadable: dict[int, list[FieldError]] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            items.append(_resolve_manifest_paths(parse_json_text(line, field=f"line {number}"), bucket, key))
+        except InvalidRequest as exc:  # reported with the other lines' errors
+            unreadable[len(items)] = exc.errors
+            items.append(None)
+        labels.append(f"line {number}")
+    errors: list[FieldError] = []
+    batches.check_item_count(len(items), "file", errors)
+    if errors:
+        raise InvalidRequest(errors)
+    uploader = Caller(principal=created.uploader, arn=created.uploader)
+    batches.submit_batch(
+        deps,
+        derived_job_id("s3-batch", bucket, key, created.version_id or created.etag or ""),
+        items,
+        labels=labels,
+        caller=uploader,
+        source=Source.S3,
+        request_fingerprint=created.version_id or created.etag or "",
+        origin=origin,
+        intake_upload=True,
+        unreadable=unreadable,
+    )
 
 
 def _intake_body(deps: Dependencies, bucket: str, key: str, version_id: str | None) -> dict[str, Any] | None:
@@ -128,10 +186,13 @@ def _intake_body(deps: Dependencies, bucket: str, key: str, version_id: str | No
 
 
 def _record_rejected_intake(
-    deps: Dependencies, job_id: str, created: CreatedObject, origin: str, exc: InvalidRequest
+    deps: Dependencies, job_id: str, created: CreatedObject, origin: str, exc: InvalidRequest, *, what: str = "job"
 ) -> Job | None:
-    details = "; ".join(f"{error.field}: {error.message}" for error in exc.errors)
-    return _record_failed_intake(deps, job_id, created, exc.code, f"{origin} was not a valid job: {details}")
+    shown = exc.errors[: InvalidRequest.MAX_ERRORS]  # a refused batch may list thousands; the job keeps the first
+    details = "; ".join(f"{error.field}: {error.message}" for error in shown)
+    if len(exc.errors) > len(shown):
+        details += f"; and {len(exc.errors) - len(shown)} more"
+    return _record_failed_intake(deps, job_id, created, exc.code, f"{origin} was not a valid {what}: {details}")
 
 
 def _record_failed_intake(
@@ -147,7 +208,7 @@ def _record_failed_intake(
         model=deps.settings.default_model,
         # The job shows the object it came from, never the refused content itself.
         request={
-            "input": {} if key.lower().endswith(".json") else {"img_url": f"s3://{bucket}/{key}"},
+            "input": {} if key.lower().endswith((".json", ".jsonl")) else {"img_url": f"s3://{bucket}/{key}"},
             "parameters": {},
         },
         provider=Provider(region=deps.settings.dashscope_region),

@@ -13,6 +13,9 @@ What it repairs, each counted under its name in the returned dict (and as a metr
 - the spend cap (wanflow.usecases.budget): `budget_released` for held jobs let back into the queue (a new UTC
   day, a raised cap), `budget_held` for a lost grant the cap holds now, `budget_settled` for a finished job whose
   reservation was still open;
+- batches (wanflow.usecases.batch_completion.repair): `batch_ending_recorded` for a batch job whose ending its
+  batch missed, `batch_completed_published` for a `batch.completed` that was never published or confirmed;
+  `batch_jobs_canceled` for jobs of a canceled batch whose cancel did not fit in its request (usecases.batches);
 - `error`: a job that could not be repaired this time (logged; tried again next time).
 """
 
@@ -27,7 +30,7 @@ from wanflow.errors import JobErrorCode
 from wanflow.events import PollState
 from wanflow.jobs import Job, Notification, Stage, model_of, rfc3339, utc_now
 from wanflow.tasks import TaskSummary
-from wanflow.usecases import admission, budget, ending, finalize, pacing, poll, submit
+from wanflow.usecases import admission, batch_completion, batches, budget, ending, finalize, pacing, poll, submit
 from wanflow.usecases.context import Dependencies
 
 logger = logging.getLogger(__name__)
@@ -69,12 +72,15 @@ def sweep(deps: Dependencies) -> dict[str, int]:
     for job in deps.jobs.unfinished():
         repair(_sweep_unfinished, job)
     counts.update(admission.repair(deps, now))
-    for job in deps.jobs.finished_since(rfc3339(now - UNCONFIRMED_LOOKBACK)):
+    finished = deps.jobs.finished_since(rfc3339(now - UNCONFIRMED_LOOKBACK))
+    for job in finished:
         unconfirmed = job.notification in (Notification.NONE, Notification.CLAIMED)
         if unconfirmed and now - job.updated_at > UNCONFIRMED_NOTIFICATION:
             repair(_publish_unconfirmed, job)
         if budget.needs_settling(job):
             repair(_settle_budget, job)
+    counts.update(batches.resume_cancels(deps, finished))
+    counts.update(batch_completion.repair(deps, finished, now))
     return dict(counts)
 
 

@@ -100,6 +100,17 @@ class ApiClient:
     def cancel_job(self, job_id: str) -> dict[str, Any]:
         return self._request("POST", f"/v1/jobs/{_segment(job_id)}/cancel")
 
+    def create_batch(self, body: dict[str, Any], *, idempotency_key: str | None = None) -> dict[str, Any]:
+        headers = {"idempotency-key": idempotency_key} if idempotency_key else {}
+        return self._request("POST", "/v1/batches", json=body, headers=headers)
+
+    def get_batch(self, batch_id: str, *, limit: int | None = None, cursor: str | None = None) -> dict[str, Any]:
+        params = {name: value for name, value in (("limit", limit), ("cursor", cursor)) if value is not None}
+        return self._request("GET", f"/v1/batches/{_segment(batch_id)}", params=params)
+
+    def cancel_batch(self, batch_id: str) -> dict[str, Any]:
+        return self._request("POST", f"/v1/batches/{_segment(batch_id)}/cancel")
+
     def create_upload(self, content_type: str) -> dict[str, Any]:
         return self._request("POST", "/v1/uploads", json={"content_type": content_type})
 

@@ -1,4 +1,5 @@
-"""The client subcommands: `wanflow submit | status | wait | list | cancel | download`.
+"""The client subcommands: `wanflow submit | status | wait | list | cancel | download` (and `wanflow batch ...`,
+from `wanflow_tools.client.batches`).
 
 `register()` adds them to the `wanflow` argparse dispatcher. Each handler takes the parsed arguments and a
 `ClientContext` (streams, HTTP transport, clock), so tests can run the real commands against a fake API.
@@ -19,6 +20,7 @@ from typing import Any, TextIO
 
 import httpx
 
+from wanflow_tools.client import batches
 from wanflow_tools.client.api import DEFAULT_TIMEOUT_SECONDS, LOCAL_API_URL, ApiClient, auth_for, resolve_api_url
 from wanflow_tools.client.display import (
     TERMINAL_STATUSES,
@@ -43,7 +45,7 @@ INLINE_IMAGE_MAX_BYTES = 4 * 1024 * 1024
 
 EXIT_CODES_HELP = """exit codes:
   0  ok
-  1  the job ended FAILED or CANCELED (wait, submit --wait, download)
+  1  the job ended FAILED or CANCELED (wait, submit --wait, download; batch submit --wait: any of its jobs)
   2  usage or validation error (bad arguments; HTTP 400, 401, 403, 404, 409, 413)
   3  throttled or unavailable (HTTP 429, 5xx; connection refused); try again later
   4  timeout (wait --timeout passed, or an HTTP request timed out)
@@ -325,3 +327,11 @@ def register(subparsers: Any, context_factory: Callable[[], ClientContext] = Cli
     )
     parser.add_argument("job_id", metavar="JOB")
     parser.add_argument("-o", "--output", metavar="PATH", help="file or directory to save to (default ./JOB.mp4)")
+
+    batches.add_commands(
+        subparsers,
+        common=common,
+        epilog=EXIT_CODES_HELP,
+        bind=lambda handler: lambda args: run_command(handler, args),
+        wait_options=_wait_options,
+    )

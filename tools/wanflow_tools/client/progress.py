@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 from wanflow.retry import retrying
 from wanflow_tools.client.api import ApiClient
@@ -102,6 +102,41 @@ def wait_for_job(
     Raises DeadlineError after `timeout` seconds (None: no limit), the API's error for a permanent failure
     (404 ...), and the last transient error after MAX_TRANSIENT_FAILURES of them in a row.
     """
+    return poll_until(
+        lambda: api.get_job(job_id),
+        lambda job: job.get("status") in TERMINAL_STATUSES,
+        what=f"job {job_id}",
+        display=display,
+        interval=interval,
+        timeout=timeout,
+        clock=clock,
+    )
+
+
+class Display(Protocol):
+    """What `poll_until` shows its progress on (`ProgressDisplay` for a job; a batch has its own)."""
+
+    tty: bool
+
+    def show(self, resource: dict[str, Any], elapsed: float) -> None: ...
+
+    def note(self, message: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def poll_until(
+    fetch: Callable[[], dict[str, Any]],
+    finished: Callable[[dict[str, Any]], bool],
+    *,
+    what: str,
+    display: Display,
+    interval: float = DEFAULT_INTERVAL_SECONDS,
+    timeout: float | None = None,
+    clock: Clock | None = None,
+) -> dict[str, Any]:
+    """Fetch `what` (a job, a batch) every `interval` seconds until `finished` says so, and return it; errors as
+    for `wait_for_job`."""
     clock = clock or Clock()
     started = clock.monotonic()
     deadline = None if timeout is None else started + timeout
@@ -113,7 +148,7 @@ def wait_for_job(
     def poll() -> dict[str, Any]:
         nonlocal polled_at
         polled_at = clock.monotonic()
-        return api.get_job(job_id)
+        return fetch()
 
     def show(now: float) -> None:
         if job is not None:
@@ -126,7 +161,7 @@ def wait_for_job(
         while True:
             if deadline is not None and now >= deadline:
                 status = job.get("status") if job else "unknown"
-                raise DeadlineError(f"job {job_id} is still {status} after {timeout:g} s", job)
+                raise DeadlineError(f"{what} is still {status} after {timeout:g} s", job)
             wake = next_poll
             if tick is not None:
                 wake = min(wake, now + tick)
@@ -156,7 +191,7 @@ def wait_for_job(
         while True:
             job = poll_with_retries(poll)
             show(polled_at)
-            if job.get("status") in TERMINAL_STATUSES:
+            if finished(job):
                 return job
             wait_until(polled_at + interval)
     finally:
