@@ -27,6 +27,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from wanflow.capabilities import find_model
+from wanflow.webhooks import JobWebhook
 
 
 class JobStatus(StrEnum):
@@ -188,6 +189,8 @@ class Job(BaseModel):
     queued_at: datetime | None = None  # entered the admission queue (None for jobs from before the queue)
     submitted_at: datetime | None = None  # DashScope accepted its task
     completed_at: datetime | None = None
+    # Where the job's events are delivered and the latest deliveries (wanflow.webhooks); None: no webhook.
+    webhook: JobWebhook | None = None
 
     # wanflow's bookkeeping, never shown to users
     request_fingerprint: str = ""
@@ -245,6 +248,7 @@ class Job(BaseModel):
             "queued_at": _optional_time(self.queued_at),
             "submitted_at": _optional_time(self.submitted_at),
             "finished_at": _optional_time(self.completed_at),
+            "webhook": self.webhook.public_view() if self.webhook is not None else None,
         }
         if self.output is not None and self.status is JobStatus.SUCCEEDED:
             view["output"] = self.output.model_dump()

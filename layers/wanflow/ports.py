@@ -251,3 +251,45 @@ def turn_window(now_seconds: float, max_wait_seconds: float) -> tuple[Decimal, D
     now = Decimal(str(now_seconds))  # through str: the sum below is exact, unlike float addition
     latest = now + Decimal(str(max_wait_seconds))
     return now.quantize(MILLISECOND, rounding=ROUND_CEILING), latest.quantize(MILLISECOND, rounding=ROUND_FLOOR)
+
+
+class WebhookQueue(Protocol):
+    """SQS: one message per webhook delivery (the body is the `wanflow.job.v1` event, exactly as delivered)."""
+
+    def send(self, body: str) -> None:
+        """Queue a delivery of the event `body` (job.started and redeliveries; SNS queues the endings itself)."""
+        ...
+
+    def postpone(self, receipt_handle: str, seconds: int) -> None:
+        """Make a received delivery visible again only after `seconds` (its next attempt)."""
+        ...
+
+
+@dataclass(frozen=True)
+class WebhookResponse:
+    """What one attempt got: a status code (any, 3xx included: redirects are not followed) or an error."""
+
+    status_code: int | None
+    duration_ms: int
+    error: str | None = None
+    body: str = ""  # the start of the answer, at most wanflow.webhooks.RESPONSE_BODY_MAX_BYTES
+
+    @property
+    def ok(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+class WebhookSender(Protocol):
+    """HTTP: one POST to a webhook target, to a checked address only (wanflow.adapters.webhook_http)."""
+
+    def post(self, url: str, body: bytes, headers: dict[str, str], *, allow_loopback: bool) -> WebhookResponse: ...
+
+
+@dataclass(frozen=True)
+class WebhookPorts:
+    """What webhook deliveries need: the delivery queue, the HTTP sender and the signing secrets (a factory: the
+    real one reads Secrets Manager, cached and rotation-aware; every listed secret signs)."""
+
+    queue: WebhookQueue
+    sender: WebhookSender
+    secrets: Callable[[], list[str]]

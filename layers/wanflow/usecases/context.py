@@ -16,6 +16,7 @@ from wanflow.ports import (
     ObjectStorage,
     RateLimiter,
     RunningSlots,
+    WebhookPorts,
     WorkflowEngine,
 )
 from wanflow.settings import Settings
@@ -39,6 +40,8 @@ class Dependencies:
     seal_key: Callable[[], bytes]
     monotonic: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
+    # Webhook deliveries (wanflow.usecases.webhooks); None where a process has no webhook queue configured.
+    webhooks: WebhookPorts | None = None
 
     @property
     def dashscope(self) -> DashScopeApi:
