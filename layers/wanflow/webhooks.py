@@ -202,10 +202,10 @@ def address_refusal(address: ipaddress.IPv4Address | ipaddress.IPv6Address, *, a
         return "a multicast address"
     if isinstance(address, ipaddress.IPv4Address) and address in _CGNAT:
         return "a shared (CGNAT) address"
-    if address.is_private:
-        return "a private address"
-    if address.is_reserved or not address.is_global:
+    if address.is_reserved:
         return "a reserved address"
+    if address.is_private or not address.is_global:  # Python counts documentation ranges as private too
+        return "a private address"
     return None
 
 
