@@ -3,9 +3,10 @@ in-process, moto executing statemachine/job.asl.json, the DashScope emulator on 
 webhook queue through the template's raw SNS -> SQS subscription, and a loopback receiver that verifies every
 delivery with the standardwebhooks library (wanflow_tools.webhook.receiver, what `wanflow webhook listen` runs).
 
-Tasks run for 2 s at the emulator, so the 1 s poll sees them RUNNING (job.started). The stack runs with local mode's setting (loopback targets allowed) and a retry schedule of 1 s waits, so a failed
-attempt comes back after about a second and a delivery is given up after its third attempt. Nothing sleeps to
-synchronise: every wait is on a condition, with a deadline.
+Tasks run for 2 s at the emulator, so the 1 s poll sees them RUNNING (job.started). The stack runs with local
+mode's setting (loopback targets allowed) and a retry schedule of 1 s waits, so a failed attempt comes back after
+about a second and a delivery is given up after its third attempt. Nothing sleeps to synchronise: every wait is on
+a condition, with a deadline.
 """
 
 from __future__ import annotations
