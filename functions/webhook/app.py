@@ -1,4 +1,4 @@
-"""Webhook deliveries (docs/product.md section 8): one SQS message per delivery, from the job topic (raw SNS
+"""Webhook deliveries (docs/product.md, "Webhooks"): one SQS message per delivery, from the job topic (raw SNS
 delivery) or queued directly (job.started, redeliveries). A failed attempt is reported as a batch item failure after
 its message was made visible again at its next attempt's time; the last failed attempt is dead-lettered.
 """

@@ -1,4 +1,4 @@
-"""Per-job webhooks (docs/product.md section 8), the rules only: the request's `webhook` field and its checks, what
+"""Per-job webhooks (docs/product.md, "Webhooks"), the rules only: the request's `webhook` field and its checks, what
 a job records of its deliveries, which addresses a delivery may reach, the Standard Webhooks headers and the retry
 schedule. Delivering is `wanflow.usecases.webhooks`; the HTTP side is `wanflow.adapters.webhook_http`.
 """

@@ -137,7 +137,7 @@ def webhook_secrets_from_secret(settings: Settings) -> list[str]:
 
 
 def webhook_secrets_from_value(secret: str | bytes | dict[str, Any]) -> list[str]:
-    """The signing secrets in the secret's value (docs/product.md section 8): JSON `{"secrets": ["whsec_...",
+    """The signing secrets in the secret's value (docs/product.md, "Webhooks"): JSON `{"secrets": ["whsec_...",
     ...]}` (every one signs: two during a rotation), or the stack's generated key as plain text, which is the
     base64 part of the secret `whsec_<key>`."""
     value: Any = secret.decode() if isinstance(secret, bytes) else secret

@@ -1,4 +1,4 @@
-"""Per-job webhooks end to end (docs/product.md section 8), offline: real HTTP to the API adapter, the handlers
+"""Per-job webhooks end to end (docs/product.md, "Webhooks"), offline: real HTTP to the API adapter, the handlers
 in-process, moto executing statemachine/job.asl.json, the DashScope emulator on loopback, the job topic feeding the
 webhook queue through the template's raw SNS -> SQS subscription, and a loopback receiver that verifies every
 delivery with the standardwebhooks library (wanflow_tools.webhook.receiver, what `wanflow webhook listen` runs).

@@ -1,4 +1,4 @@
-"""Webhook deliveries (docs/product.md section 8): one SQS message per delivery, signed per Standard Webhooks.
+"""Webhook deliveries (docs/product.md, "Webhooks"): one SQS message per delivery, signed per Standard Webhooks.
 
 The job's ending events reach the webhook queue through the SNS topic (a raw-delivery subscription), so the body of
 a delivery is exactly the `wanflow.job.v1` event SNS carries; `job.started` and redeliveries are queued directly
