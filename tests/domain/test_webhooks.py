@@ -315,3 +315,28 @@ def test_redeliver_refuses_what_it_cannot_send(world: FakeWorld) -> None:
     with pytest.raises(NotFound):
         redeliver(world.deps, "0" * 32, caller())
     assert world.webhook_queue.sent == []
+
+
+# ------------------------------------------------------------------------------------------- S3 intake
+
+
+def test_an_intake_manifest_takes_a_webhook_and_a_bad_one_fails_its_job_naming_the_field(world: FakeWorld) -> None:
+    from wanflow.usecases.intake import CreatedObject, submit_uploaded_object
+    from wanflow_tools.testing import image_bytes
+
+    world.objects.put_bytes("intake", "incoming/hooks/frame.png", image_bytes(320, 256), "image/png")
+    manifest: dict[str, Any] = {
+        "model": "wan2.2-i2v-flash",
+        "input": {"prompt": "p", "img_url": "./frame.png"},
+        "parameters": {"resolution": "480P"},
+        "webhook": {"url": HOOK, "events": ["job.started"]},
+    }
+    world.objects.put_bytes("intake", "incoming/hooks/a.json", json.dumps(manifest).encode(), "application/json")
+    job = submit_uploaded_object(world.deps, CreatedObject("intake", "incoming/hooks/a.json", "v1", None, "alice"))
+    assert job is not None and job.webhook is not None and job.webhook.events == ["job.started"]
+
+    manifest["webhook"] = {"url": "https://192.168.1.20/hook"}
+    world.objects.put_bytes("intake", "incoming/hooks/b.json", json.dumps(manifest).encode(), "application/json")
+    refused = submit_uploaded_object(world.deps, CreatedObject("intake", "incoming/hooks/b.json", "v1", None, "alice"))
+    assert refused is not None and refused.status is JobStatus.FAILED
+    assert refused.error is not None and "webhook.url" in refused.error.message
