@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import socket
+import ssl
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -137,3 +138,73 @@ def test_an_unresolvable_name_is_a_failed_attempt() -> None:
 
     response = HttpWebhookSender(resolve=broken).post("https://nowhere.invalid/", b"{}", {}, allow_loopback=False)
     assert response.status_code is None and response.error is not None and "could not resolve" in response.error
+
+
+# ------------------------------------------------------------------------------------------- TLS to a pinned address
+
+
+def _certificate(common_name: str, issuer: tuple[Any, Any] | None = None) -> tuple[Any, Any]:
+    """(certificate, key): a CA when `issuer` is None, else a server certificate for `common_name` it signs."""
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    issuer_certificate, issuer_key = issuer if issuer is not None else (None, key)
+    now = datetime.now(UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer_certificate.subject if issuer_certificate is not None else name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(hours=1))
+    )
+    if issuer is None:
+        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+    else:
+        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(common_name)]), critical=False)
+    from cryptography.hazmat.primitives import hashes
+
+    return builder.sign(issuer_key, hashes.SHA256()), key
+
+
+@pytest.fixture
+def tls_receiver(tmp_path: Any) -> Iterator[tuple[Receiver, ssl.SSLContext]]:
+    """The receiver over TLS with a certificate for hooks.example.com from a test CA; the client context trusts
+    only that CA."""
+    from cryptography.hazmat.primitives import serialization
+
+    authority = _certificate("wanflow test CA")
+    certificate, key = _certificate("hooks.example.com", authority)
+    (tmp_path / "server.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "server.key").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(tmp_path / "server.pem", tmp_path / "server.key")
+    client_context = ssl.create_default_context(cadata=authority[0].public_bytes(serialization.Encoding.PEM).decode())
+    server = Receiver()
+    server.socket = server_context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield server, client_context
+    server.shutdown()
+    server.server_close()
+
+
+def test_tls_to_the_pinned_address_verifies_the_host_name(tls_receiver: tuple[Receiver, ssl.SSLContext]) -> None:
+    server, trusted = tls_receiver
+    sender = HttpWebhookSender(resolve=resolving_to("127.0.0.1"), verify=trusted)
+    response = sender.post(f"https://hooks.example.com:{server.port}/ok", b"{}", {}, allow_loopback=True)
+    assert response.ok, response
+    assert server.seen[0]["host"] == f"hooks.example.com:{server.port}"
+    # The same address under another name: the certificate does not match it, so nothing is sent.
+    other = HttpWebhookSender(resolve=resolving_to("127.0.0.1"), verify=trusted)
+    refused = other.post(f"https://elsewhere.example.com:{server.port}/ok", b"{}", {}, allow_loopback=True)
+    assert refused.status_code is None and refused.error is not None and "CERTIFICATE_VERIFY_FAILED" in refused.error
+    assert len(server.seen) == 1

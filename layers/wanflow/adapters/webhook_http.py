@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -31,9 +32,16 @@ Resolver = Callable[..., list[tuple[Any, ...]]]
 class HttpWebhookSender:
     """The `WebhookSender` port: httpx (imported on first use), never through a proxy, no redirects."""
 
-    def __init__(self, resolve: Resolver | None = None, timeout: float = DELIVERY_TIMEOUT_SECONDS) -> None:
+    def __init__(
+        self,
+        resolve: Resolver | None = None,
+        timeout: float = DELIVERY_TIMEOUT_SECONDS,
+        verify: ssl.SSLContext | bool = True,
+    ) -> None:
+        """`resolve` and `verify` (the trusted certificates) are the system's unless a test gives its own."""
         self._resolve = resolve or socket.getaddrinfo
         self._timeout = timeout
+        self._verify = verify
         self._client: httpx.Client | None = None
         self._lock = threading.Lock()
 
@@ -101,6 +109,6 @@ class HttpWebhookSender:
             if self._client is None:
                 # trust_env=False: no proxy from the environment may see (or redirect) a delivery.
                 self._client = httpx.Client(
-                    follow_redirects=False, trust_env=False, timeout=httpx.Timeout(self._timeout)
+                    follow_redirects=False, trust_env=False, timeout=httpx.Timeout(self._timeout), verify=self._verify
                 )
             return self._client
