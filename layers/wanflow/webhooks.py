@@ -71,7 +71,7 @@ class Delivery(BaseModel):
     response: str | None = None
 
     def public_view(self) -> dict[str, Any]:
-        from wanflow.jobs import rfc3339
+        from wanflow.jobs import rfc3339  # here, not at the top: wanflow.jobs imports this module
 
         view: dict[str, Any] = {
             "event_id": self.event_id,
@@ -139,10 +139,9 @@ def url_problem(url: str, *, allow_loopback: bool) -> str | None:
         return f"is {len(url)} characters; URLs may be at most {URL_MAX_CHARS}"
     try:
         parts = urlsplit(url)
-        port = parts.port
+        _ = parts.port  # raises ValueError for a port that is not a number from 0 to 65535
     except ValueError as exc:
         return f"is not a valid URL: {exc}"
-    del port  # only checked for being a number in range
     host = parts.hostname
     if parts.scheme not in ("https", "http"):
         return "must be an https:// URL"
