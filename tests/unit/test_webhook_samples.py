@@ -31,3 +31,10 @@ def test_the_sample_delivery_is_signed_as_standard_webhooks_sign() -> None:
     expected = Webhook(delivery["sample_secret"]).sign(headers["webhook-id"], moment, delivery["body"])
     assert headers["webhook-signature"] == expected
     assert delivery["url"] == event["job"]["webhook"]["url"]
+
+
+def test_the_webhook_function_sample_carries_one_event() -> None:
+    event = json.loads((REPO / "events" / "sqs-webhook-delivery.json").read_text())
+    (record,) = event["Records"]
+    assert record["eventSource"] == "aws:sqs" and ":wanflow-WebhookQueue-" in record["eventSourceARN"]
+    jsonschema.validate(json.loads(record["body"]), SCHEMA)
