@@ -25,6 +25,7 @@ from wanflow.usecases import batches, budget, queries
 from wanflow.usecases.cancel import cancel_job as cancel
 from wanflow.usecases.submit import submit_api_job
 from wanflow.usecases.views import job_view
+from wanflow.usecases.webhooks import redeliver
 from wanflow.wiring import dependencies
 
 app = APIGatewayHttpResolver()
@@ -71,6 +72,12 @@ def cancel_job(job_id: str) -> Response:
     logger.set_correlation_id(job_id)
     job = cancel(dependencies(), job_id_from_path(job_id), _caller())
     return _json(200, job_view(dependencies(), job))
+
+
+@app.post("/v1/jobs/<job_id>/webhook/redeliver")
+def redeliver_webhook(job_id: str) -> Response:
+    logger.set_correlation_id(job_id)
+    return _json(202, redeliver(dependencies(), job_id_from_path(job_id), _caller()))
 
 
 @app.post("/v1/uploads")

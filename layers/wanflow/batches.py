@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, Field, PrivateAttr
 
 from wanflow.jobs import JobStatus, Source, derived_job_id, rfc3339, utc_now
+from wanflow.webhooks import MAX_DELIVERIES_KEPT, Delivery, DeliveryState
 
 MAX_BATCH_ITEMS = 1000
 BATCH_EVENT_SCHEMA = "wanflow.batch.v1"
@@ -57,6 +58,9 @@ class Batch(BaseModel):
     completion: Completion = Completion.NONE
     completed_at: datetime | None = None
     cancel_requested_at: datetime | None = None
+    # The shared webhook's deliveries of `batch.completed` (wanflow.usecases.webhooks), latest last.
+    webhook_state: DeliveryState | None = None
+    webhook_deliveries: list[Delivery] = Field(default_factory=list)
 
     # The refused items' errors, by index: only in the answer to the submission itself, never stored (a batch
     # record must stay within DynamoDB's 400 KB, and 1,000 items' errors would not).
@@ -105,6 +109,17 @@ class Batch(BaseModel):
             "counts": self.counts(statuses),
             "cost_estimate_usd": round(self.cost_estimate_usd, 6),
             "rejected": [self._rejected_item(index) for index in self.rejected],
+            "webhook": self._webhook_view(),
+        }
+
+    def _webhook_view(self) -> dict[str, Any] | None:
+        if self.webhook is None:
+            return None
+        return {
+            "url": self.webhook.get("url"),
+            "events": self.webhook.get("events"),
+            "state": self.webhook_state or "pending",
+            "deliveries": [delivery.public_view() for delivery in self.webhook_deliveries[-MAX_DELIVERIES_KEPT:]],
         }
 
     def _rejected_item(self, index: int) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from wanflow.capabilities import find_model
+from wanflow.webhooks import JobWebhook
 
 
 class JobStatus(StrEnum):
@@ -234,6 +235,8 @@ class Job(BaseModel):
     completed_at: datetime | None = None
     # Every DashScope task of the job, oldest first; more than one after provider-side failures were retried.
     attempts: list[Attempt] = Field(default_factory=list)
+    # Where the job's events are delivered and the latest deliveries (wanflow.webhooks); None: no webhook.
+    webhook: JobWebhook | None = None
 
     # wanflow's bookkeeping, never shown to users
     request_fingerprint: str = ""
@@ -339,6 +342,7 @@ class Job(BaseModel):
             "submitted_at": _optional_time(self.submitted_at),
             "finished_at": _optional_time(self.completed_at),
             "attempts": [attempt.public_view() for attempt in self.attempts],
+            "webhook": self.webhook.public_view() if self.webhook is not None else None,
         }
         if self.batch_id is not None:
             view["batch_id"] = self.batch_id

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from wanflow.batches import Batch
 from wanflow.jobs import Job, JobStatus
 from wanflow.tasks import TaskInfo, TaskPage
+from wanflow.webhooks import Delivery, DeliveryState
 
 # How often `JobRepository.update` re-reads and re-applies a change that lost a race with another writer.
 MAX_WRITE_ATTEMPTS = 8
@@ -312,6 +313,10 @@ class BatchRepository(Protocol):
 
     def request_cancel(self, batch_id: str) -> None: ...
 
+    def record_webhook_delivery(self, batch_id: str, delivery: Delivery, state: DeliveryState) -> None:
+        """Keep an attempt to deliver the batch's `batch.completed` to its webhook, and the state after it."""
+        ...
+
 
 class DashScopeApi(Protocol):
     """The four DashScope task operations wanflow uses (`wanflow.dashscope.DashScopeClient` in production)."""
@@ -375,3 +380,45 @@ def turn_window(now_seconds: float, max_wait_seconds: float) -> tuple[Decimal, D
     now = Decimal(str(now_seconds))  # through str: the sum below is exact, unlike float addition
     latest = now + Decimal(str(max_wait_seconds))
     return now.quantize(MILLISECOND, rounding=ROUND_CEILING), latest.quantize(MILLISECOND, rounding=ROUND_FLOOR)
+
+
+class WebhookQueue(Protocol):
+    """SQS: one message per webhook delivery (the body is the `wanflow.job.v1` event, exactly as delivered)."""
+
+    def send(self, body: str) -> None:
+        """Queue a delivery of the event `body` (job.started and redeliveries; SNS queues the endings itself)."""
+        ...
+
+    def postpone(self, receipt_handle: str, seconds: int) -> None:
+        """Make a received delivery visible again only after `seconds` (its next attempt)."""
+        ...
+
+
+@dataclass(frozen=True)
+class WebhookResponse:
+    """What one attempt got: a status code (any, 3xx included: redirects are not followed) or an error."""
+
+    status_code: int | None
+    duration_ms: int
+    error: str | None = None
+    body: str = ""  # the start of the answer, at most wanflow.webhooks.RESPONSE_BODY_MAX_BYTES
+
+    @property
+    def ok(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+class WebhookSender(Protocol):
+    """HTTP: one POST to a webhook target, to a checked address only (wanflow.adapters.webhook_http)."""
+
+    def post(self, url: str, body: bytes, headers: dict[str, str], *, allow_loopback: bool) -> WebhookResponse: ...
+
+
+@dataclass(frozen=True)
+class WebhookPorts:
+    """What webhook deliveries need: the delivery queue, the HTTP sender and the signing secrets (a factory: the
+    real one reads Secrets Manager, cached and rotation-aware; every listed secret signs)."""
+
+    queue: WebhookQueue
+    sender: WebhookSender
+    secrets: Callable[[], list[str]]

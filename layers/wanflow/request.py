@@ -29,6 +29,7 @@ from wanflow.capabilities import (
     models_in_region,
 )
 from wanflow.errors import FieldError, InvalidRequest
+from wanflow.webhooks import WebhookRequest, check_webhook
 
 METADATA_MAX_ENTRIES = 20
 METADATA_KEY_MAX_CHARS = 64
@@ -73,6 +74,8 @@ class JobRequest(_Strict):
     metadata: dict[str, str] = Field(default_factory=dict)
     # wanflow's own: a high-priority job goes ahead of the normal ones of its model in the admission queue.
     priority: Literal["normal", "high"] = "normal"
+    # wanflow's own: where the job's events are delivered, signed (wanflow.webhooks).
+    webhook: WebhookRequest | None = None
 
     @property
     def spec(self) -> ModelSpec:
@@ -155,12 +158,14 @@ def parse_job_request(
     intake_bucket: str | None = None,
     allow_http: bool = False,
     ignore_unknown_fields: bool = False,
+    allow_loopback_webhooks: bool = False,
 ) -> JobRequest:
     """Validate a create-job body and fill its defaults; raises InvalidRequest naming every bad field.
 
     `region=None` accepts a model from any region (the emulator), `allow_http` accepts plain http:// sources (the
     emulator fetching from a local S3), `ignore_unknown_fields` drops fields this version does not know (the
-    emulator, like DashScope, tolerates the extras real clients send).
+    emulator, like DashScope, tolerates the extras real clients send), `allow_loopback_webhooks` accepts webhook
+    URLs on loopback, plain http:// included (local mode).
     """
     if not isinstance(body, dict):
         raise InvalidRequest([FieldError("body", "must be a JSON object")])
@@ -186,6 +191,8 @@ def parse_job_request(
     _check_image_source(request.input.img_url, spec, intake_bucket, allow_http, errors)
     if request.input.audio_url is not None:
         _check_audio_source(request, spec, intake_bucket, allow_http, errors)
+    if request.webhook is not None:
+        check_webhook(request.webhook, allow_loopback=allow_loopback_webhooks, errors=errors)
     if errors:
         raise InvalidRequest(errors)
     return request

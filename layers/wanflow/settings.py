@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from wanflow.callers import principal_matches
 from wanflow.capabilities import MODELS, REGIONS
+from wanflow.webhooks import DEFAULT_RETRY_SECONDS, MAX_RETRY_DELAY_SECONDS
 
 # Environment variable -> Settings field. The names are part of the template (template.yaml Globals).
 _ENVIRONMENT = {
@@ -40,6 +41,10 @@ _ENVIRONMENT = {
     "WANFLOW_DAILY_BUDGET_USD": "daily_budget_usd",
     "WANFLOW_CALLER_BUDGETS_USD": "caller_budgets_usd",
     "WANFLOW_BATCHES_TABLE": "batches_table",
+    "WANFLOW_WEBHOOK_QUEUE_URL": "webhook_queue_url",
+    "WANFLOW_WEBHOOK_SECRET_ARN": "webhook_secret_arn",
+    "WANFLOW_WEBHOOK_RETRY_SECONDS": "webhook_retry_seconds",
+    "WANFLOW_WEBHOOK_ALLOW_LOOPBACK": "webhook_allow_loopback",
 }
 
 
@@ -113,6 +118,12 @@ class Settings(BaseModel):
     caller_budgets_usd: dict[str, Decimal] = Field(default_factory=dict)
     # Batch records (wanflow.usecases.batches); a batch's jobs live in the jobs table.
     batches_table: str = ""
+    # Webhook deliveries (wanflow.usecases.webhooks): their queue, the signing secret, the waits between attempts
+    # ("5,300,..." seconds; tests use tiny ones), and whether loopback targets are allowed (local mode only).
+    webhook_queue_url: str = ""
+    webhook_secret_arn: str = ""
+    webhook_retry_seconds: tuple[int, ...] = DEFAULT_RETRY_SECONDS
+    webhook_allow_loopback: bool = False
 
     @property
     def admins(self) -> tuple[str, ...]:
@@ -170,6 +181,19 @@ class Settings(BaseModel):
                 raise ValueError(f"{principal!r} is given twice")
             budgets[principal] = _usd(amount, entry)
         return budgets
+
+    @field_validator("webhook_retry_seconds", mode="before")
+    @classmethod
+    def _parse_retry_seconds(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        entries = [entry.strip() for entry in value.split(",") if entry.strip()]
+        if not all(entry.isascii() and entry.isdigit() for entry in entries):
+            raise ValueError(f"{value!r} is not a comma-separated list of whole seconds")
+        seconds = tuple(int(entry) for entry in entries)
+        if any(wait > MAX_RETRY_DELAY_SECONDS for wait in seconds):
+            raise ValueError(f"each wait must be at most {MAX_RETRY_DELAY_SECONDS} s (SQS's longest visibility)")
+        return seconds
 
     @field_validator("dashscope_region")
     @classmethod

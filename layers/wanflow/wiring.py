@@ -19,9 +19,11 @@ from wanflow.adapters.notifier import SnsNotifier
 from wanflow.adapters.objects import S3Objects
 from wanflow.adapters.rate_limits import DynamoRateLimiter
 from wanflow.adapters.running_slots import DynamoRunningSlots
+from wanflow.adapters.webhook_http import HttpWebhookSender
+from wanflow.adapters.webhook_queue import SqsWebhookQueue
 from wanflow.adapters.workflow import StepFunctionsWorkflow
 from wanflow.errors import WanflowError
-from wanflow.ports import DashScopeApi
+from wanflow.ports import DashScopeApi, WebhookPorts
 from wanflow.settings import Settings, get_settings
 from wanflow.usecases.context import Dependencies
 
@@ -45,6 +47,11 @@ def dependencies() -> Dependencies:
         seal_key=functools.partial(seal_key_from_secret, settings),
         budget=DynamoBudgetLedger(admission_table),
         batches=BatchTable(boto.dynamodb_table(settings.batches_table)),
+        webhooks=WebhookPorts(
+            queue=SqsWebhookQueue(boto.sqs(), settings.webhook_queue_url),
+            sender=HttpWebhookSender(),
+            secrets=functools.partial(webhook_secrets_from_secret, settings),
+        ),
     )
 
 
@@ -117,3 +124,35 @@ def api_key_from_secret(secret: str | bytes | dict[str, Any]) -> str:
     if not key:
         raise WanflowError("the DashScope API key secret is empty; put the key in it", code="ConfigurationError")
     return key
+
+
+def webhook_secrets_from_secret(settings: Settings) -> list[str]:
+    """The webhook signing secrets (cached for five minutes, so a rotation is picked up without a redeploy)."""
+    from aws_lambda_powertools.utilities.parameters import get_secret
+
+    if not settings.webhook_secret_arn:
+        raise WanflowError(
+            "WANFLOW_WEBHOOK_SECRET_ARN is not set; webhook deliveries cannot be signed", code="ConfigurationError"
+        )
+    secrets = webhook_secrets_from_value(get_secret(settings.webhook_secret_arn, max_age=300))
+    for secret in secrets:
+        redaction.register_secret(secret)
+    return secrets
+
+
+def webhook_secrets_from_value(secret: str | bytes | dict[str, Any]) -> list[str]:
+    """The signing secrets in the secret's value (docs/product.md, "Webhooks"): JSON `{"secrets": ["whsec_...",
+    ...]}` (every one signs: two during a rotation), or the stack's generated key as plain text, which is the
+    base64 part of the secret `whsec_<key>`."""
+    value: Any = secret.decode() if isinstance(secret, bytes) else secret
+    if isinstance(value, str) and value.strip().startswith("{"):
+        value = json.loads(value)
+    if isinstance(value, dict):
+        listed = value.get("secrets")
+        entries = [str(entry).strip() for entry in listed] if isinstance(listed, list) else []
+    else:
+        entries = [str(value).strip()]
+    secrets = [entry if entry.startswith("whsec_") else f"whsec_{entry}" for entry in entries if entry]
+    if not secrets:
+        raise WanflowError("the webhook signing secret is empty", code="ConfigurationError")
+    return secrets

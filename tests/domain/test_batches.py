@@ -124,23 +124,34 @@ def test_a_bad_batch_body_is_a_400_naming_its_field(world: FakeWorld, body: Any,
     assert world.batches.all() == []
 
 
-def test_the_shared_webhook_is_kept_on_the_batch_and_items_are_validated_as_given(world: FakeWorld) -> None:
+def test_the_shared_webhook_is_kept_on_the_batch_and_given_to_items_without_their_own(world: FakeWorld) -> None:
     webhook = {"url": "https://example.com/hook"}
-    batch, _ = submit(world, {"jobs": bodies(1), "webhook": webhook})
-    assert job_of(world, batch.job_ids[0]).request_fingerprint  # validated and stored
-    assert world.batches.get(batch.batch_id) is not None
+    own = {"url": "https://example.com/own", "events": ["job.failed"]}
+    items = bodies(2)
+    items[1]["webhook"] = own
+    batch, _ = submit(world, {"jobs": items, "webhook": webhook})
     stored = world.batches.get(batch.batch_id)
-    assert stored is not None and stored.webhook == webhook
-    # An item gets the batch's webhook only if it has none and jobs take one (the job model decides).
+    endings = ["job.succeeded", "job.failed", "job.canceled"]
+    assert stored is not None and stored.webhook == {"url": "https://example.com/hook", "events": endings}
+    first, second = (job_of(world, job_id).webhook for job_id in batch.job_ids)
+    assert first is not None and (first.url, first.events) == ("https://example.com/hook", endings)
+    assert second is not None and (second.url, second.events) == ("https://example.com/own", ["job.failed"])
     item = {"input": {}}
-    with_webhook = batches.with_shared_webhook(item, webhook)
-    if "webhook" in batches.JobRequest.model_fields:
-        assert with_webhook == {"input": {}, "webhook": webhook}
-    else:
-        assert with_webhook is item
+    assert batches.with_shared_webhook(item, webhook) == {"input": {}, "webhook": webhook}
     assert batches.with_shared_webhook({"webhook": {"url": "https://own"}}, webhook) == {
         "webhook": {"url": "https://own"}
     }
+
+
+def test_a_bad_shared_webhook_is_one_400_naming_the_batchs_field_and_nothing_is_stored(world: FakeWorld) -> None:
+    with pytest.raises(InvalidRequest) as refused:
+        submit(world, {"jobs": bodies(3), "webhook": {"url": "https://10.0.0.7/hook", "events": ["job.done"]}})
+    fields = [error.field for error in refused.value.errors]
+    assert fields == ["webhook.url", "webhook.events[0]"]
+    with pytest.raises(InvalidRequest) as unknown:
+        submit(world, {"jobs": bodies(1), "webhook": {"url": "https://example.com/hook", "secret": "x"}})
+    assert [error.field for error in unknown.value.errors] == ["webhook.secret"]
+    assert world.batches.all() == [] and world.jobs.all() == []
 
 
 def test_the_same_idempotency_key_and_body_give_the_same_batch_and_jobs(world: FakeWorld) -> None:

@@ -39,6 +39,8 @@ BASH = shutil.which("bash") or "/bin/bash"  # the examples are printed for a POS
 WANFLOW = shutil.which("wanflow", path=str(Path(sys.executable).parent)) or "wanflow"
 MODEL, RESOLUTION = "wan2.2-i2v-flash", "480P"  # silent 5 s at 480P: the quickest render
 STARTUP_SECONDS = 90
+# Given with --webhook-secret, so that deliveries can be verified (a made-up secret: base64 of a fixed phrase).
+WEBHOOK_SECRET = "whsec_" + "bG9jYWwtbW9kZS13ZWJob29rLXRlc3Qtc2VjcmV0"
 JOB_SECONDS = 90
 
 
@@ -176,7 +178,18 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLoc
     state_dir = tmp_path_factory.mktemp("local") / "state"
     api_port, aws_port = free_port(), free_port()
     popen = subprocess.Popen(
-        [WANFLOW, "local", "--port", str(api_port), "--aws-port", str(aws_port), "--state-dir", str(state_dir)],
+        [
+            WANFLOW,
+            "local",
+            "--port",
+            str(api_port),
+            "--aws-port",
+            str(aws_port),
+            "--state-dir",
+            str(state_dir),
+            "--webhook-secret",
+            WEBHOOK_SECRET,
+        ],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -318,6 +331,41 @@ def test_the_printed_aws_cli_example_works_as_printed(local_stack: RunningLocalM
     job = notifications_in([line])[0]["message"]["job"]
     assert job["status"] == "SUCCEEDED"
     assert job["request"]["input"]["prompt"] == "a sailboat drifts slowly across the lake at sunset"
+
+
+def test_a_webhook_to_wanflow_webhook_listen_is_delivered_and_verified(local_stack: RunningLocalMode) -> None:
+    assert f"webhook signing secret: {WEBHOOK_SECRET}" in local_stack.banner
+    port = free_port()
+    listener = Process(
+        subprocess.Popen(
+            [WANFLOW, "webhook", "listen", "--port", str(port), "--secret", WEBHOOK_SECRET],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=subprocess_environment(),
+        )
+    )
+    try:
+        listener.next_line(lambda line: line.startswith("listening on"), 30, "'listening on'")
+        # A request without a valid signature is refused, and not printed.
+        assert httpx.post(f"http://127.0.0.1:{port}/", json={"type": "job.succeeded"}).status_code == 401
+        image = "data:image/png;base64," + base64.b64encode(sample_png()).decode()
+        body = {
+            "model": MODEL,
+            "input": {"prompt": "the stripes drift to the right", "img_url": image},
+            "parameters": {"resolution": RESOLUTION, "duration": 5},
+            "webhook": {"url": f"http://127.0.0.1:{port}/"},  # plain http to loopback: local mode only
+        }
+        with local_stack.api() as api:
+            created = api.post("/v1/jobs", json=body)
+            assert created.status_code == 202, created.text
+            job_id = created.json()["job_id"]
+        line = listener.next_line(lambda text: f"job={job_id}" in text, JOB_SECONDS, f"a delivery for {job_id}")
+        assert line.startswith(f"msg_{job_id}_job_succeeded job.succeeded job={job_id} status=SUCCEEDED")
+    finally:
+        listener.popen.terminate()
+        listener.popen.wait(timeout=30)
 
 
 def test_sigint_stops_everything_cleanly(local_stack: RunningLocalMode) -> None:

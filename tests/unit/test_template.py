@@ -40,6 +40,7 @@ FUNCTION_FOLDERS = {
     "FinalizeFunction": "finalize",
     "RecordFailureFunction": "record_failure",
     "SweeperFunction": "sweeper",
+    "WebhookFunction": "webhook",
 }
 # Actions AWS only grants on "*": they write traces and read sampling rules, they touch no data.
 STAR_RESOURCE_ACTIONS = {
@@ -60,6 +61,7 @@ RESERVED_CONCURRENCY = {
     "FinalizeFunction": 20,
     "RecordFailureFunction": 10,
     "SweeperFunction": 1,
+    "WebhookFunction": 10,
 }
 
 
@@ -445,7 +447,13 @@ def test_a_customer_managed_key_encrypts_every_store_and_only_the_functions_may_
 @pytest.mark.parametrize("key", ["", KEY_ARN], ids=["aws-managed-keys", "customer-managed-key"])
 def test_every_queue_is_encrypted(transformed: dict[str, Any], key: str) -> None:
     queues = resources_of_type(deployed(transformed, KmsKeyArn=key), "AWS::SQS::Queue")
-    assert set(queues) == {"IntakeQueue", "IntakeDeadLetterQueue", "SweeperDeadLetterQueue"}
+    assert set(queues) == {
+        "IntakeQueue",
+        "IntakeDeadLetterQueue",
+        "SweeperDeadLetterQueue",
+        "WebhookQueue",
+        "WebhookDeadLetterQueue",
+    }
     for logical_id, queue in queues.items():
         # SQS-managed encryption by default: S3 may send to it without any key policy.
         assert (queue.get("KmsMasterKeyId") == {"Ref": "KmsKeyArn"}) if key else (queue["SqsManagedSseEnabled"] is True)
@@ -541,7 +549,7 @@ def test_every_http_route_requires_iam_auth(sam: dict[str, Any], transformed: di
     body = transformed["Resources"]["HttpApi"]["Properties"]["Body"]
     operations = [operation for path in body["paths"].values() for operation in path.values()]
     routes = [event for event in sam["Resources"]["ApiFunction"]["Properties"]["Events"].values()]
-    assert len(operations) == len(routes) >= 9
+    assert len(operations) == len(routes) >= 10
     for operation in operations:
         assert operation["security"] == [{"AWS_IAM": []}]
         assert operation["x-amazon-apigateway-integration"]["payloadFormatVersion"] == "2.0"
@@ -556,6 +564,7 @@ def test_outputs(sam: dict[str, Any]) -> None:
         "StateMachineArn",
         "JobsTableName",
         "DashScopeSecretArn",
+        "WebhookSecretArn",
     }
 
 

@@ -28,12 +28,15 @@ from wanflow.ports import (
     ReserveOutcome,
     StoredObject,
     VersionConflict,
+    WebhookPorts,
+    WebhookResponse,
     turn_spacing,
     turn_window,
 )
 from wanflow.settings import Settings
 from wanflow.tasks import TaskInfo, TaskPage, TaskStatus, TaskSummary
 from wanflow.usecases.context import Dependencies
+from wanflow.webhooks import Delivery, DeliveryState
 
 
 class InMemoryJobTable(JobRepository):
@@ -227,6 +230,14 @@ class InMemoryBatchTable:
             return True
 
         self._change(batch_id, cancel)
+
+    def record_webhook_delivery(self, batch_id: str, delivery: Delivery, state: DeliveryState) -> None:
+        def record(batch: Batch) -> bool:
+            batch.webhook_deliveries = [*batch.webhook_deliveries, delivery]
+            batch.webhook_state = state
+            return True
+
+        self._change(batch_id, record)
 
 
 @dataclass
@@ -597,6 +608,46 @@ class FakeDashScope:
         )
 
 
+class RecordingWebhookQueue:
+    """The webhook queue: what was sent (bodies) and which received messages were postponed, by how long."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.postponed: list[tuple[str, int]] = []
+
+    def send(self, body: str) -> None:
+        self.sent.append(body)
+
+    def postpone(self, receipt_handle: str, seconds: int) -> None:
+        self.postponed.append((receipt_handle, seconds))
+
+
+@dataclass
+class SentWebhook:
+    url: str
+    body: bytes
+    headers: dict[str, str]
+    allow_loopback: bool
+
+
+class ScriptedWebhookSender:
+    """A webhook receiver that answers from a script (status codes, or WebhookResponses), then 200; records every
+    request."""
+
+    def __init__(self) -> None:
+        self.requests: list[SentWebhook] = []
+        self.script: list[int | WebhookResponse] = []
+
+    def post(self, url: str, body: bytes, headers: dict[str, str], *, allow_loopback: bool) -> WebhookResponse:
+        self.requests.append(SentWebhook(url, body, dict(headers), allow_loopback))
+        answer = self.script.pop(0) if self.script else 200
+        return answer if isinstance(answer, WebhookResponse) else WebhookResponse(status_code=answer, duration_ms=3)
+
+
+# A made-up signing secret for tests (base64 of 24 fixed bytes), never a real one.
+FAKE_WEBHOOK_SECRET = "whsec_" + "d2FuZmxvdy10ZXN0LXdlYmhvb2stc2VjcmV0"
+
+
 FAST_MODEL = "wan2.2-i2v-flash"
 
 
@@ -646,6 +697,9 @@ class FakeWorld:
     slots: InMemoryRunningSlots = field(default_factory=InMemoryRunningSlots)
     budget: InMemoryBudgetLedger = field(default_factory=InMemoryBudgetLedger)
     batches: InMemoryBatchTable = field(default_factory=InMemoryBatchTable)
+    webhook_queue: RecordingWebhookQueue = field(default_factory=RecordingWebhookQueue)
+    webhook_sender: ScriptedWebhookSender = field(default_factory=ScriptedWebhookSender)
+    webhook_secrets: list[str] = field(default_factory=lambda: [FAKE_WEBHOOK_SECRET])
     now: float = 0.0
     sleeps: list[float] = field(default_factory=list)
     limiter: InMemoryRateLimiter = field(init=False)
@@ -691,4 +745,7 @@ class FakeWorld:
             batches=self.batches,
             monotonic=lambda: self.now,
             sleep=self.sleep,
+            webhooks=WebhookPorts(
+                queue=self.webhook_queue, sender=self.webhook_sender, secrets=lambda: list(self.webhook_secrets)
+            ),
         )

@@ -15,11 +15,20 @@ from botocore.exceptions import ClientError
 from wanflow.adapters.job_table import KEEP_FINISHED_JOBS
 from wanflow.batches import Batch, Completion
 from wanflow.jobs import rfc3339, utc_now
+from wanflow.webhooks import Delivery, DeliveryState
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.service_resource import Table
 
-_CHANGING = {"jobs_stored", "endings", "completion", "completed_at", "cancel_requested_at"}
+_CHANGING = {
+    "jobs_stored",
+    "endings",
+    "completion",
+    "completed_at",
+    "cancel_requested_at",
+    "webhook_state",
+    "webhook_deliveries",
+}
 
 
 class BatchTable:
@@ -101,6 +110,15 @@ class BatchTable:
             batch_id, "SET cancel_requested_at = if_not_exists(cancel_requested_at, :now)", {":now": rfc3339(utc_now())}
         )
 
+    def record_webhook_delivery(self, batch_id: str, delivery: Delivery, state: DeliveryState) -> None:
+        # One event (batch.completed) of at most a few attempts: appending needs no read and no condition.
+        self._update(
+            batch_id,
+            "SET webhook_deliveries = list_append(if_not_exists(webhook_deliveries, :empty), :delivery), "
+            "webhook_state = :state",
+            {":empty": [], ":delivery": [delivery.model_dump_json()], ":state": state},
+        )
+
     def _update(self, batch_id: str, expression: str, values: dict[str, Any]) -> None:
         self._table.update_item(
             Key={"batch_id": batch_id},
@@ -117,6 +135,8 @@ def _batch_from_item(item: dict[str, Any]) -> Batch:
     batch.completion = Completion(str(item.get("completion", Completion.NONE.value)))
     batch.completed_at = _time(item.get("completed_at"))
     batch.cancel_requested_at = _time(item.get("cancel_requested_at"))
+    batch.webhook_state = item.get("webhook_state")  # written by this adapter only
+    batch.webhook_deliveries = [Delivery.model_validate_json(str(doc)) for doc in item.get("webhook_deliveries") or []]
     return batch
 
 

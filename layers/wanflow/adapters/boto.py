@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb.service_resource import Table
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_sns import SNSClient
+    from mypy_boto3_sqs import SQSClient
     from mypy_boto3_stepfunctions import SFNClient
 
 _CONFIG = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=30)
@@ -37,6 +38,11 @@ def sns() -> SNSClient:
 
 
 @functools.cache
+def sqs() -> SQSClient:
+    return session().client("sqs", config=_CONFIG)
+
+
+@functools.cache
 def stepfunctions() -> SFNClient:
     return session().client("stepfunctions", config=_CONFIG)
 
@@ -52,5 +58,5 @@ def _dynamodb() -> DynamoDBServiceResource:
 
 def reset_clients() -> None:
     """Forget the session and clients (the local stack and tests call this after changing the environment)."""
-    for cached in (session, s3, sns, stepfunctions, _dynamodb):
+    for cached in (session, s3, sns, sqs, stepfunctions, _dynamodb):
         cached.cache_clear()

@@ -22,6 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any, TypeVar
 
+from pydantic import ValidationError
+
 from wanflow import cursors
 from wanflow.batches import MAX_BATCH_ITEMS, Batch, batch_job_id
 from wanflow.callers import Caller
@@ -31,6 +33,7 @@ from wanflow.request import JobRequest, _check_metadata
 from wanflow.usecases import admission, submit
 from wanflow.usecases.cancel import cancel_job
 from wanflow.usecases.context import Dependencies
+from wanflow.webhooks import WebhookRequest, check_webhook
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +56,9 @@ def submit_api_batch(
     deps: Dependencies, body: Any, *, idempotency_key: str | None, caller: Caller
 ) -> tuple[Batch, bool]:
     """A batch from `POST /v1/batches`; returns (batch, created now). InvalidRequest for a bad batch."""
-    items, partial, webhook, metadata = parse_batch_body(body)
+    items, partial, webhook, metadata = parse_batch_body(
+        body, allow_loopback_webhooks=deps.settings.webhook_allow_loopback
+    )
     batch_id = derived_job_id("batch", caller.arn, idempotency_key) if idempotency_key else new_job_id()
     return submit_batch(
         deps,
@@ -69,8 +74,13 @@ def submit_api_batch(
     )
 
 
-def parse_batch_body(body: Any) -> tuple[list[Any], bool, dict[str, Any] | None, dict[str, str]]:
-    """(items, partial, webhook, metadata) of a batch body; InvalidRequest naming each bad field."""
+def parse_batch_body(
+    body: Any, *, allow_loopback_webhooks: bool = False
+) -> tuple[list[Any], bool, dict[str, Any] | None, dict[str, str]]:
+    """(items, partial, webhook, metadata) of a batch body; InvalidRequest naming each bad field.
+
+    The shared webhook is checked here, once, so that a bad one is named `webhook.url` rather than once per item;
+    it is returned with its default events filled in (it also receives the batch's `batch.completed`)."""
     if not isinstance(body, dict):
         raise InvalidRequest([FieldError("body", "must be a JSON object")])
     errors = [FieldError(str(name), "is not a known field") for name in body if name not in _BATCH_FIELDS]
@@ -88,6 +98,8 @@ def parse_batch_body(body: Any) -> tuple[list[Any], bool, dict[str, Any] | None,
         errors.append(FieldError("webhook", "must be an object"))
     elif webhook is not None and len(json.dumps(webhook)) > MAX_WEBHOOK_CHARS:  # kept on the batch record
         errors.append(FieldError("webhook", f"is larger than {MAX_WEBHOOK_CHARS} characters of JSON"))
+    elif webhook is not None:
+        webhook = _checked_shared_webhook(webhook, allow_loopback_webhooks, errors)
     metadata = body.get("metadata", {})
     if not isinstance(metadata, dict) or not all(isinstance(value, str) for value in metadata.values()):
         errors.append(FieldError("metadata", "must be an object of string values"))
@@ -101,6 +113,22 @@ def parse_batch_body(body: Any) -> tuple[list[Any], bool, dict[str, Any] | None,
 def check_item_count(count: int, field: str, errors: list[FieldError]) -> None:
     if not 1 <= count <= MAX_BATCH_ITEMS:
         errors.append(FieldError(field, f"has {count} job bodies; a batch has 1 to {MAX_BATCH_ITEMS}"))
+
+
+def _checked_shared_webhook(
+    webhook: dict[str, Any], allow_loopback: bool, errors: list[FieldError]
+) -> dict[str, Any] | None:
+    try:
+        request = WebhookRequest.model_validate(webhook)
+    except ValidationError as exc:
+        errors.extend(
+            FieldError(".".join(["webhook", *(str(part) for part in error["loc"])]), error["msg"])
+            for error in exc.errors()
+        )
+        return None
+    before = len(errors)
+    check_webhook(request, allow_loopback=allow_loopback, errors=errors)
+    return request.model_dump() if len(errors) == before else None
 
 
 def submit_batch(

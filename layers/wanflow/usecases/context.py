@@ -18,6 +18,7 @@ from wanflow.ports import (
     ObjectStorage,
     RateLimiter,
     RunningSlots,
+    WebhookPorts,
     WorkflowEngine,
 )
 from wanflow.settings import Settings
@@ -45,6 +46,8 @@ class Dependencies:
     batches: BatchRepository
     monotonic: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
+    # Webhook deliveries (wanflow.usecases.webhooks); None where a process has no webhook queue configured.
+    webhooks: WebhookPorts | None = None
 
     @property
     def dashscope(self) -> DashScopeApi:

@@ -12,7 +12,7 @@ from wanflow.errors import JobErrorCode, RetryLaterError, failure_reason_for_tas
 from wanflow.events import PollState, StepError
 from wanflow.jobs import Job, JobStatus, Stage, utc_now
 from wanflow.tasks import TaskInfo, TaskStatus
-from wanflow.usecases import admission, pacing, retries
+from wanflow.usecases import admission, pacing, retries, webhooks
 from wanflow.usecases.context import Dependencies, require_job
 
 logger = logging.getLogger(__name__)
@@ -97,6 +97,8 @@ def check_status(deps: Dependencies, job_id: str, previous: PollState) -> PollSt
         if retrying is not None:
             return retrying  # a new task for the same job, which keeps its running slot
     job = deps.jobs.update(job_id, lambda current: record_task(current, task, polls))
+    if task.status is TaskStatus.RUNNING:
+        webhooks.announce_started(deps, job)  # once per job, and only if its webhook asks for job.started
     if task.status.is_terminal:
         admission.task_ended(deps, job, succeeded=task.status is TaskStatus.SUCCEEDED)
     if task.status is TaskStatus.SUCCEEDED:

@@ -47,6 +47,7 @@ from wanflow.request import JobRequest, check_image_bytes, parse_job_request
 from wanflow.tasks import TaskInfo
 from wanflow.usecases import admission, ending, pacing
 from wanflow.usecases.context import Dependencies, require_job
+from wanflow.webhooks import JobWebhook
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +98,7 @@ def validate(deps: Dependencies, body: Any, caller: Caller, *, intake_upload: bo
         region=settings.dashscope_region,
         default_model=settings.default_model,
         intake_bucket=settings.intake_bucket,
+        allow_loopback_webhooks=settings.webhook_allow_loopback,
     )
     _check_s3_sources(deps, request, caller, intake_upload)
     return request
@@ -136,6 +138,9 @@ def new_job(
         request_fingerprint=fingerprint(body),
         origin=origin,
         queued_at=now,
+        webhook=JobWebhook(url=request.webhook.url, events=list(request.webhook.events or []))
+        if request.webhook is not None
+        else None,
     )
 
 

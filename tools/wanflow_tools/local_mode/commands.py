@@ -57,6 +57,11 @@ def register(subparsers: Any) -> None:
         "--state-dir", default=DEFAULT_STATE_DIR, help="where notifications.jsonl is written (default %(default)s)"
     )
     parser.add_argument("--log-level", default="WARNING", help="log level on stderr (default %(default)s)")
+    parser.add_argument(
+        "--webhook-secret",
+        metavar="WHSEC",
+        help="sign webhook deliveries with this whsec_... secret (default: the generated one, printed at start)",
+    )
     parser.set_defaults(func=_local)
 
     from wanflow_tools.local_mode.demo import add_demo_arguments

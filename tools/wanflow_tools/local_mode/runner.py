@@ -40,6 +40,8 @@ class LocalModeOptions:
     dashscope_api_key: str | None = None
     poll_interval_seconds: float = DEFAULT_POLL_INTERVAL_SECONDS
     emulator_overrides: dict[str, Any] = field(default_factory=dict)
+    # The webhook signing secret (whsec_...) to use instead of the one the stack generates.
+    webhook_secret: str | None = None
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str], **values: Any) -> LocalModeOptions:
@@ -73,6 +75,7 @@ class LocalMode:
         self.emulator: Emulator | None = None
         self.stack: MotoStack | None = None
         self.dashscope_base_url = ""
+        self.webhook_secret = ""  # the secret webhook deliveries are signed with, once started
 
     def __enter__(self) -> Self:
         self.start()
@@ -106,11 +109,31 @@ class LocalMode:
                 dashscope_api_key=api_key,
                 poll_interval_seconds=options.poll_interval_seconds,
                 on_notification=self._on_notification,
+                # Local webhook receivers (wanflow webhook listen) are on loopback, plain http:// included.
+                environment={"WANFLOW_WEBHOOK_ALLOW_LOOPBACK": "true"},
             )
             self.stack.start()
+            self.webhook_secret = self._set_up_webhook_secret(self.stack, options.webhook_secret)
         except BaseException:
             self.stop()
             raise
+
+    @staticmethod
+    def _set_up_webhook_secret(stack: MotoStack, wanted: str | None) -> str:
+        """Store `wanted` as the stack's webhook signing secret (if given); the secret deliveries are signed with."""
+        from standardwebhooks import Webhook
+
+        from wanflow.wiring import webhook_secrets_from_value
+
+        secretsmanager = stack.boto3_client("secretsmanager")
+        arn = stack.resources["WebhookSecret"]
+        if wanted:
+            try:
+                Webhook(wanted)
+            except Exception as exc:
+                raise LocalModeError(f"--webhook-secret must be whsec_ followed by base64: {exc}") from None
+            secretsmanager.put_secret_value(SecretId=arn, SecretString=wanted)
+        return webhook_secrets_from_value(secretsmanager.get_secret_value(SecretId=arn)["SecretString"])[0]
 
     def stop(self) -> None:
         """Stops whatever started, the stack first (its executions still poll the emulator)."""

@@ -137,7 +137,12 @@ def run_local(
     configure_logging(args.log_level)
     try:
         options = LocalModeOptions.from_environment(
-            os.environ, host=args.host, api_port=args.port, aws_port=args.aws_port, state_dir=Path(args.state_dir)
+            os.environ,
+            host=args.host,
+            api_port=args.port,
+            aws_port=args.aws_port,
+            state_dir=Path(args.state_dir),
+            webhook_secret=getattr(args, "webhook_secret", None),
         )
     except LocalModeError as error:
         sys.stderr.write(f"error: {error}\n")
@@ -153,6 +158,9 @@ def run_local(
         mode = LocalMode(options, on_notification=NotificationPrinter(stdout))
         try:
             mode.start()
+        except LocalModeError as error:
+            sys.stderr.write(f"error: {error}\n")
+            return 2
         except OSError as error:
             sys.stderr.write(
                 f"error: cannot start the local stack: {error}\n"
@@ -161,6 +169,12 @@ def run_local(
             return 1
         try:
             stdout.write(banner(endpoints_of(mode), wanflow_command()) + "\n")
+            # Local only: a deployed stack keeps it in Secrets Manager (output WebhookSecretArn).
+            stdout.write(
+                f"webhook signing secret: {mode.webhook_secret}\n"
+                f"  try: {wanflow_command()} webhook listen --port 9000 --secret {mode.webhook_secret}\n"
+                '  and add "webhook": {"url": "http://127.0.0.1:9000/"} to a job body\n'
+            )
             stdout.flush()
             if not mode.wait_until_ready(READY_TIMEOUT_SECONDS, stop):
                 return 0  # interrupted while starting

@@ -35,6 +35,7 @@ import os
 import re
 import secrets
 import socket
+import string
 import threading
 import time
 import uuid
@@ -69,7 +70,6 @@ NOT_EMULATED = {
     "AWS::S3::BucketPolicy": "moto does not enforce bucket policies",
     "AWS::SQS::QueuePolicy": "moto does not enforce queue policies",
     "AWS::SNS::TopicPolicy": "moto does not enforce topic policies",
-    "AWS::SNS::Subscription": "e-mail delivery does not exist offline; the notification sink subscribes instead",
     "AWS::IAM::Role": "moto does not enforce IAM; functions share one local role",
     "AWS::Serverless::LayerVersion": "the layer package is imported from the repository",
     "AWS::Serverless::HttpApi": "served by wanflow_tools.moto_stack.apigw",
@@ -100,6 +100,7 @@ class MotoStack:
         on_notification: Callable[[Notification], None] | None = None,
         stack_name: str = STACK_NAME,
         in_process_aws: bool = False,
+        environment: Mapping[str, str] | None = None,
     ) -> None:
         """
         state_dir: where notifications.jsonl is written (created if missing).
@@ -112,6 +113,8 @@ class MotoStack:
         in_process_aws: this process's AWS calls to the moto server skip loopback HTTP and call its WSGI
             application directly (wanflow_tools.moto_stack.inprocess): about half the CPU per request, for load
             tests; other processes still use the server.
+        environment: extra variables for every handler, over the template's (e.g. local mode's
+            WANFLOW_WEBHOOK_ALLOW_LOOPBACK, or tests' short WANFLOW_WEBHOOK_RETRY_SECONDS).
         """
         self._state_dir = Path(state_dir)
         self._aws_port = aws_port
@@ -130,6 +133,7 @@ class MotoStack:
         self._stack_name = stack_name
         self._in_process_aws = in_process_aws
         self._in_process: InProcessAws | None = None
+        self._extra_environment = dict(environment or {})
 
         self._template: SamTemplate | None = None
         self._server: Any = None
@@ -416,6 +420,7 @@ class MotoStack:
         handled = {
             "AWS::SQS::Queue",
             "AWS::SNS::Topic",
+            "AWS::SNS::Subscription",
             "AWS::DynamoDB::Table",
             "AWS::SecretsManager::Secret",
             "AWS::S3::Bucket",
@@ -440,6 +445,7 @@ class MotoStack:
 
         self._create_queues()
         self._create_topics()
+        self._create_subscriptions()
         self._create_tables()
         self._create_secrets()
         self._s3_event_patch = _S3EventPatch()
@@ -488,6 +494,25 @@ class MotoStack:
             self._refs[logical_id] = arn
             self._attributes.update({(logical_id, "TopicArn"): arn, (logical_id, "TopicName"): name})
 
+    def _create_subscriptions(self) -> None:
+        """SNS -> SQS subscriptions to the template's queues, as the template declares them (e.g. the webhook
+        queue's raw delivery). Other protocols (e-mail) do not exist offline: the notification sink stands in."""
+        sns = self.boto3_client("sns")
+        for logical_id, raw in self.template.resources_of_type("AWS::SNS::Subscription").items():
+            properties = self._resolve(raw)
+            if properties.get("Protocol") != "sqs":
+                log.info("%s: %s subscriptions are not emulated", logical_id, properties.get("Protocol"))
+                continue
+            raw_delivery = str(properties.get("RawMessageDelivery", False)).lower() == "true"
+            arn = sns.subscribe(
+                TopicArn=str(properties["TopicArn"]),
+                Protocol="sqs",
+                Endpoint=str(properties["Endpoint"]),
+                Attributes={"RawMessageDelivery": "true" if raw_delivery else "false"},
+                ReturnSubscriptionArn=True,
+            )["SubscriptionArn"]
+            self._refs[logical_id] = arn
+
     def _create_tables(self) -> None:
         dynamodb = self.boto3_client("dynamodb")
         for logical_id, raw in self.template.resources_of_type("AWS::DynamoDB::Table").items():
@@ -517,8 +542,10 @@ class MotoStack:
         for logical_id, properties in self.template.resources_of_type("AWS::SecretsManager::Secret").items():
             name = self.local_name(logical_id)
             if "GenerateSecretString" in properties:
-                # A secret the stack generates for itself (e.g. the cursor signing key): random, as CloudFormation's.
-                value = secrets.token_urlsafe(48)
+                # A secret the stack generates for itself (e.g. the cursor signing key): random, as CloudFormation's,
+                # of its length and, with ExcludePunctuation, of letters and digits only (the webhook secret's value
+                # is the base64 part of a whsec_ secret, which that keeps valid).
+                value = _generated_secret(self._resolve(properties["GenerateSecretString"]))
             else:
                 value = self._secret_value(properties.get("SecretString"))
             arn = secretsmanager.create_secret(Name=name, SecretString=value)["ARN"]
@@ -634,6 +661,7 @@ class MotoStack:
             if host not in no_proxy:
                 no_proxy.append(host)
         env["NO_PROXY"] = env["no_proxy"] = ",".join(no_proxy)
+        env.update(self._extra_environment)
         return env
 
     def _create_state_machines(self) -> None:
@@ -804,6 +832,14 @@ class MotoStack:
             else:
                 os.environ[key] = value
         self._saved_environ = {}
+
+
+def _generated_secret(options: Mapping[str, Any]) -> str:
+    alphabet = string.ascii_letters + string.digits
+    if str(options.get("ExcludePunctuation", False)).lower() != "true":
+        alphabet += "!#$%&()*+,-.:;<=>?@[]^_{|}~"
+    length = int(options.get("PasswordLength", 32))
+    return "".join(secrets.choice(alphabet) for _ in range(length))
 
 
 def _check_port_free(host: str, port: int) -> None:
