@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel, Field, PrivateAttr
 
 from wanflow.jobs import JobStatus, Source, derived_job_id, rfc3339, utc_now
-from wanflow.webhooks import MAX_DELIVERIES_KEPT, Delivery, DeliveryState
+from wanflow.webhooks import MAX_DELIVERIES_KEPT, Delivery, DeliveryState, redacted_url
 
 MAX_BATCH_ITEMS = 1000
 BATCH_EVENT_SCHEMA = "wanflow.batch.v1"
@@ -96,8 +96,9 @@ class Batch(BaseModel):
         )
         return {status.value: counted.get(status.value, 0) for status in JobStatus}
 
-    def public_view(self, statuses: dict[str, str]) -> dict[str, Any]:
-        """The batch as docs/product.md section 9 shows it, without its job ids (see `usecases.batches`)."""
+    def public_view(self, statuses: dict[str, str], *, reveal_webhook_url: bool = True) -> dict[str, Any]:
+        """The batch as docs/product.md section 9 shows it, without its job ids (see `usecases.batches`); its
+        `batch.completed` event shows only the origin of the webhook URL (wanflow.webhooks.redacted_url)."""
         return {
             "batch_id": self.batch_id,
             "status": self.status.value,
@@ -109,14 +110,15 @@ class Batch(BaseModel):
             "counts": self.counts(statuses),
             "cost_estimate_usd": round(self.cost_estimate_usd, 6),
             "rejected": [self._rejected_item(index) for index in self.rejected],
-            "webhook": self._webhook_view(),
+            "webhook": self._webhook_view(reveal_webhook_url),
         }
 
-    def _webhook_view(self) -> dict[str, Any] | None:
+    def _webhook_view(self, reveal_url: bool) -> dict[str, Any] | None:
         if self.webhook is None:
             return None
+        url = str(self.webhook.get("url") or "")
         return {
-            "url": self.webhook.get("url"),
+            "url": url if reveal_url else redacted_url(url),
             "events": self.webhook.get("events"),
             "state": self.webhook_state or "pending",
             "deliveries": [delivery.public_view() for delivery in self.webhook_deliveries[-MAX_DELIVERIES_KEPT:]],

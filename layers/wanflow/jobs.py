@@ -319,8 +319,11 @@ class Job(BaseModel):
         model = model_of(self)
         return f"{model}#{HELD_FOR_BUDGET}" if self.queue_reason == HELD_FOR_BUDGET else model
 
-    def public_view(self, output_url: str | None = None, queue: dict[str, Any] | None = None) -> dict[str, Any]:
-        """The job as docs/product.md section 2 shows it; `queue` is its place in the queue while QUEUED."""
+    def public_view(
+        self, output_url: str | None = None, queue: dict[str, Any] | None = None, *, reveal_webhook_url: bool = True
+    ) -> dict[str, Any]:
+        """The job as docs/product.md section 2 shows it; `queue` is its place in the queue while QUEUED. Events
+        (`reveal_webhook_url=False`) show only the origin of the webhook URL (wanflow.webhooks.redacted_url)."""
         view: dict[str, Any] = {
             "job_id": self.job_id,
             "status": self.status.value,
@@ -342,7 +345,7 @@ class Job(BaseModel):
             "submitted_at": _optional_time(self.submitted_at),
             "finished_at": _optional_time(self.completed_at),
             "attempts": [attempt.public_view() for attempt in self.attempts],
-            "webhook": self.webhook.public_view() if self.webhook is not None else None,
+            "webhook": self.webhook.public_view(reveal_url=reveal_webhook_url) if self.webhook is not None else None,
         }
         if self.batch_id is not None:
             view["batch_id"] = self.batch_id

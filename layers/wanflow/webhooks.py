@@ -103,13 +103,24 @@ class JobWebhook(BaseModel):
         self.deliveries = [*self.deliveries, delivery][-MAX_DELIVERIES_KEPT:]
         self.state = state
 
-    def public_view(self) -> dict[str, Any]:
+    def public_view(self, *, reveal_url: bool = True) -> dict[str, Any]:
+        """The webhook as its owner sees it; `reveal_url=False` (events, the job document beside the video) shows
+        only the URL's origin (see `redacted_url`)."""
         return {
-            "url": self.url,
+            "url": self.url if reveal_url else redacted_url(self.url),
             "events": list(self.events),
             "state": self.state,
             "deliveries": [delivery.public_view() for delivery in self.deliveries],
         }
+
+
+def redacted_url(url: str) -> str:
+    """What an event shows of a webhook URL: its origin only. The path or query of a webhook URL is often its only
+    secret (Slack-style URLs, `?token=`), and events reach every subscriber of the topic and stay in the output
+    bucket; the owner sees the whole URL with GET."""
+    parts = urlsplit(url)
+    hidden = parts.path not in ("", "/") or parts.query or parts.fragment
+    return f"{parts.scheme}://{parts.netloc}/" + ("..." if hidden else "")
 
 
 def check_webhook(webhook: WebhookRequest, *, allow_loopback: bool, errors: list[FieldError]) -> None:

@@ -26,6 +26,7 @@ from wanflow.webhooks import (
     MAX_RETRY_DELAY_SECONDS,
     address_refusal,
     event_id,
+    redacted_url,
     retry_delay,
 )
 from wanflow_tools.fakes import FAKE_WEBHOOK_SECRET, FakeWorld, caller, fake_settings, sample_job_body
@@ -379,3 +380,24 @@ def test_a_batch_without_a_webhook_and_budget_events_have_no_target(world: FakeW
     event = {"schema": "wanflow.batch.v1", "type": "batch.completed", "batch": {"batch_id": batch.batch_id}}
     assert webhook_target(world.deps, event) is None
     assert webhook_target(world.deps, {"schema": "wanflow.budget.v1", "type": "budget.threshold"}) is None
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://hooks.example.com/wanflow?token=abc", "https://hooks.example.com/..."),
+        ("https://hooks.slack.com/services/T000/B000/XXXX", "https://hooks.slack.com/..."),
+        ("https://hooks.example.com:8443", "https://hooks.example.com:8443/"),
+        ("https://hooks.example.com/", "https://hooks.example.com/"),
+    ],
+)
+def test_events_show_only_the_origin_of_a_webhook_url(url: str, shown: str) -> None:
+    assert redacted_url(url) == shown
+
+
+def test_the_owner_sees_the_whole_webhook_url_and_the_event_only_its_origin(world: FakeWorld) -> None:
+    job = submit(world, {"url": HOOK})
+    event = json.loads(fail(world, job))
+    assert event["job"]["webhook"]["url"] == "https://hooks.example.com/..."
+    assert "abc" not in json.dumps(event)
+    assert job_view(world.deps, stored(world, job))["webhook"]["url"] == HOOK

@@ -52,7 +52,8 @@ def publish_completion(deps: Dependencies, batch_id: str, *, reclaim: bool = Fal
     batch = deps.batches.claim_completion(batch_id, reclaim=reclaim)
     if batch is None:
         return False
-    deps.notifier.publish_batch_event(BATCH_COMPLETED, batch.public_view({}))  # every status is in its endings
+    # Every status is in its endings; the event shows only the origin of the webhook URL (it reaches subscribers).
+    deps.notifier.publish_batch_event(BATCH_COMPLETED, batch.public_view({}, reveal_webhook_url=False))
     deps.batches.confirm_completion(batch_id)
     logger.info("batch completed", extra={"batch_id": batch_id, "total": batch.total})
     return True

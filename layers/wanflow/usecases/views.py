@@ -11,7 +11,10 @@ from wanflow.usecases.context import Dependencies
 
 
 def job_view(deps: Dependencies, job: Job, *, with_url: bool = True) -> dict[str, Any]:
-    """The job as users see it: with a short-lived video URL once stored, with its place in the queue while queued."""
+    """The job as users see it: with a short-lived video URL once stored, with its place in the queue while queued.
+
+    `with_url=False` is the job in an event or the document beside the video, seen by more than its owner: no
+    presigned URL, and only the origin of its webhook URL."""
     return job_views(deps, [job], with_url=with_url)[0]
 
 
@@ -24,7 +27,7 @@ def job_views(deps: Dependencies, jobs: list[Job], *, with_url: bool = True) -> 
         if with_url and job.output is not None:
             bucket, key = parse_s3_uri(job.output.s3_uri)
             url = deps.objects.presigned_get(bucket, key, deps.settings.output_url_ttl_seconds)
-        views.append(job.public_view(output_url=url, queue=queues.get(job.job_id)))
+        views.append(job.public_view(output_url=url, queue=queues.get(job.job_id), reveal_webhook_url=with_url))
     return views
 
 
