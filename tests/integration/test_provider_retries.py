@@ -17,7 +17,6 @@ import httpx
 import jsonschema
 import pytest
 
-from wanflow.wiring import reset as reset_application
 from wanflow_tools.emulator import Emulator, EmulatorConfig
 from wanflow_tools.moto_stack.stack import MotoStack
 from wanflow_tools.testing import image_data_uri
@@ -40,21 +39,17 @@ def emulator() -> Iterator[Emulator]:
 
 @pytest.fixture(scope="module")
 def stack(emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoStack]:
-    with (
-        MotoStack(
-            state_dir=tmp_path_factory.mktemp("state"),
-            api_port=0,
-            dashscope_base_url=emulator.base_url,
-            dashscope_api_key=API_KEY,
-            poll_interval_seconds=0,
-        ) as running,
-        pytest.MonkeyPatch.context() as environment,
-    ):
-        # After the stack has set the template's environment: the handlers read these once reset.
-        environment.setenv("WANFLOW_PROVIDER_RETRY_BACKOFF_SECONDS", "1")
-        reset_application()
+    # The stack gives the handlers the short backoff itself: set after it started, a variable could be read back
+    # from the template's environment by a handler started later.
+    with MotoStack(
+        state_dir=tmp_path_factory.mktemp("state"),
+        api_port=0,
+        dashscope_base_url=emulator.base_url,
+        dashscope_api_key=API_KEY,
+        poll_interval_seconds=0,
+        environment={"WANFLOW_PROVIDER_RETRY_BACKOFF_SECONDS": "1"},
+    ) as running:
         yield running
-    reset_application()
 
 
 @pytest.fixture
