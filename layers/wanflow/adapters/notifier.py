@@ -44,12 +44,20 @@ class SnsNotifier:
             "status": job.status.value,
             "model": job.model,
             "source": job.source.value,
+            # The webhook queue's subscription takes only events a webhook asked for (template.yaml, FilterPolicy):
+            # most jobs have none, and their endings should not cost a webhook invocation each.
+            "webhook": _flag(job.webhook is not None and event["type"] in job.webhook.events),
         }
         return self._publish(event, attributes)
 
     def publish_batch_event(self, event_type: str, batch_view: dict[str, Any]) -> str:
         event = batch_event(event_type, batch_view)
-        attributes = {"type": event_type, "status": str(batch_view["status"]), "source": str(batch_view["source"])}
+        attributes = {
+            "type": event_type,
+            "status": str(batch_view["status"]),
+            "source": str(batch_view["source"]),
+            "webhook": _flag(bool(batch_view.get("webhook"))),
+        }
         return self._publish(event, attributes)
 
     def _publish(self, event: dict[str, Any], attributes: dict[str, str]) -> str:
@@ -69,3 +77,7 @@ class SnsNotifier:
             MessageAttributes={"type": {"DataType": "String", "StringValue": str(event["type"])}},
         )
         return str(response["MessageId"])
+
+
+def _flag(value: bool) -> str:
+    return "true" if value else "false"

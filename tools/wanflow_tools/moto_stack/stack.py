@@ -504,11 +504,14 @@ class MotoStack:
                 log.info("%s: %s subscriptions are not emulated", logical_id, properties.get("Protocol"))
                 continue
             raw_delivery = str(properties.get("RawMessageDelivery", False)).lower() == "true"
+            attributes = {"RawMessageDelivery": "true" if raw_delivery else "false"}
+            if "FilterPolicy" in properties:  # on message attributes, as SNS filters by default
+                attributes["FilterPolicy"] = json.dumps(properties["FilterPolicy"])
             arn = sns.subscribe(
                 TopicArn=str(properties["TopicArn"]),
                 Protocol="sqs",
                 Endpoint=str(properties["Endpoint"]),
-                Attributes={"RawMessageDelivery": "true" if raw_delivery else "false"},
+                Attributes=attributes,
                 ReturnSubscriptionArn=True,
             )["SubscriptionArn"]
             self._refs[logical_id] = arn
