@@ -221,6 +221,7 @@ def test_a_job_succeeds_with_the_video_in_s3_and_one_notification(stack, api, em
         "status": "SUCCEEDED",
         "model": "wan2.2-i2v-flash",
         "source": "api",
+        "webhook": "false",  # no webhook asked for it: the webhook queue's subscription does not take it
     }
     assert notification["message"]["job"]["output"]["sha256"] == output["sha256"]
 
