@@ -37,6 +37,7 @@ class Endpoints:
 def endpoint_table(endpoints: Endpoints) -> list[str]:
     dashscope = endpoints.dashscope_base_url + ("  (emulator)" if endpoints.dashscope_is_emulator else "")
     rows = [
+        ("web console", f"{endpoints.api_url}/  (open it in a browser)"),
         ("HTTP API", endpoints.api_url),
         ("AWS endpoint", f"{endpoints.aws_endpoint}  (moto; region {endpoints.region}, any credentials)"),
         ("DashScope", dashscope),

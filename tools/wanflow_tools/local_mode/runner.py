@@ -88,6 +88,7 @@ class LocalMode:
 
     def start(self) -> None:
         # Imported here: both pull in moto, PyAV and numpy, which `wanflow --help` should not pay for.
+        from wanflow_tools.console import ConsoleSite
         from wanflow_tools.emulator import Emulator, EmulatorConfig
         from wanflow_tools.moto_stack import MotoStack
 
@@ -111,6 +112,8 @@ class LocalMode:
                 on_notification=self._on_notification,
                 # Local webhook receivers (wanflow webhook listen) are on loopback, plain http:// included.
                 environment={"WANFLOW_WEBHOOK_ALLOW_LOOPBACK": "true"},
+                # The web console at the API's own address: http://127.0.0.1:8000/
+                pages=ConsoleSite().respond,
             )
             self.stack.start()
             self.webhook_secret = self._set_up_webhook_secret(self.stack, options.webhook_secret)

@@ -10,6 +10,8 @@ Local mode has no auth: requests carry one implicit local IAM principal in `requ
 same principal the local S3 events name as uploader), unless the header `X-Wanflow-Principal` names another, so
 that caller isolation can be tried offline.
 
+`pages` serves static pages beside the routes (local mode's web console at `/`); API Gateway itself serves none.
+
 Malformed HTTP gets a JSON answer and never a hang: a bad or negative Content-Length is a 400, a body over the
 limit a 413 (read no further), an unknown method a 405, and a body that no Lambda could receive (over 6 MB) is
 answered with wanflow's own 413 instead of API Gateway's bare 500, so that the documented limit holds at the edge.
@@ -29,7 +31,7 @@ from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from wanflow_tools.moto_stack.lambdas import MAX_PAYLOAD_BYTES as LAMBDA_MAX_PAYLOAD_BYTES
@@ -209,6 +211,19 @@ class BadRequest(Exception):
         self.message = message
 
 
+class Page(Protocol):
+    """A static page served beside the API (the web console), not through a function."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def headers(self) -> list[tuple[str, str]]: ...
+
+    @property
+    def body(self) -> bytes: ...
+
+
 @dataclass
 class HttpResponse:
     status: int
@@ -261,9 +276,11 @@ class LocalHttpApi:
         invoke: Callable[[str, dict[str, Any]], InvocationResult],
         host: str = "127.0.0.1",
         port: int = 0,
+        pages: Callable[[str, str], Page | None] | None = None,
     ) -> None:
         self._router = Router(routes)
         self._invoke = invoke
+        self._pages = pages
         self._server = ThreadingHTTPServer((host, port), self._handler_class())
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -291,6 +308,9 @@ class LocalHttpApi:
         request_id = _api_request_id()
         split = urlsplit(target)
         raw_path = split.path or "/"
+        page = self._pages(method, raw_path) if self._pages is not None else None
+        if page is not None:
+            return HttpResponse(page.status, list(page.headers), page.body)
         match = self._router.match(method, raw_path)
         principal = next((value for name, value in headers if name.lower() == PRINCIPAL_HEADER), None)
         allowed = self._router.methods_at(raw_path)

@@ -50,7 +50,7 @@ import httpx
 from botocore.config import Config
 
 from wanflow import redaction
-from wanflow_tools.moto_stack.apigw import LocalHttpApi
+from wanflow_tools.moto_stack.apigw import LocalHttpApi, Page
 from wanflow_tools.moto_stack.events import Schedule, SqsEventSource
 from wanflow_tools.moto_stack.inprocess import InProcessAws
 from wanflow_tools.moto_stack.lambdas import Handler, InvocationResult, LambdaRuntime, LocalFunction, MotoLambdaPatch
@@ -101,6 +101,7 @@ class MotoStack:
         stack_name: str = STACK_NAME,
         in_process_aws: bool = False,
         environment: Mapping[str, str] | None = None,
+        pages: Callable[[str, str], Page | None] | None = None,
     ) -> None:
         """
         state_dir: where notifications.jsonl is written (created if missing).
@@ -115,10 +116,12 @@ class MotoStack:
             tests; other processes still use the server.
         environment: extra variables for every handler, over the template's (e.g. local mode's
             WANFLOW_WEBHOOK_ALLOW_LOOPBACK, or tests' short WANFLOW_WEBHOOK_RETRY_SECONDS).
+        pages: static pages the HTTP API serves beside its routes (local mode's web console).
         """
         self._state_dir = Path(state_dir)
         self._aws_port = aws_port
         self._api_port = api_port
+        self._pages = pages
         self._host = host
         self._dashscope_base_url = dashscope_base_url
         self._dashscope_api_key = dashscope_api_key
@@ -733,7 +736,7 @@ class MotoStack:
         if self._api_port is not None:
             routes = self.template.http_routes()
             self._http_api = LocalHttpApi(
-                routes=routes, invoke=self._runtime.invoke, host=self._host, port=self._api_port
+                routes=routes, invoke=self._runtime.invoke, host=self._host, port=self._api_port, pages=self._pages
             )
             self._http_api.start()
 
