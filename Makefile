@@ -10,7 +10,7 @@ CHECKOV_VENV := $(VENV)/checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test test-fast lint typecheck checkov demo local emulator build lock bench clean
+.PHONY: help venv test test-fast lint typecheck checkov demo local emulator console screenshots build lock bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -48,8 +48,14 @@ checkov: $(CHECKOV_STAMP) ## Scan template.yaml with checkov (skips, with reason
 demo: $(STAMP) ## Run one sample image through the whole pipeline offline; the MP4 lands in out/
 	$(BIN)/wanflow demo
 
-local: $(STAMP) ## Serve the whole stack on loopback (HTTP API on :8000, AWS endpoint on :5000)
+local: $(STAMP) ## Serve the whole stack on loopback (web console and HTTP API on :8000, AWS endpoint on :5000)
 	$(BIN)/wanflow local
+
+console: $(STAMP) ## Serve the web console for a deployed stack on :8001 (API=https://... ; AWS credentials sign the calls)
+	$(BIN)/wanflow console $(if $(API),--api $(API))
+
+screenshots: $(STAMP) ## Re-take the console screenshots in docs/console/ (runs the browser tests; needs chromium)
+	WANFLOW_CONSOLE_SCREENSHOTS=docs/console $(BIN)/pytest -q -p no:cacheprovider tests/browser
 
 emulator: $(STAMP) ## Serve the DashScope emulator on loopback (:8080)
 	$(BIN)/wanflow emulator --port 8080
