@@ -23,6 +23,7 @@ from wanflow.http import (
 from wanflow.observability import inject_lambda_context, logger, metrics, tracer
 from wanflow.usecases import batches, budget, queries
 from wanflow.usecases.cancel import cancel_job as cancel
+from wanflow.usecases.models import CACHE_SECONDS, model_catalog
 from wanflow.usecases.submit import submit_api_job
 from wanflow.usecases.views import job_view
 from wanflow.usecases.webhooks import redeliver
@@ -86,6 +87,11 @@ def create_upload() -> Response:
     body = parse_json_body(event.body, base64_encoded=bool(event.is_base64_encoded))
     content_type = body.get("content_type") if isinstance(body, dict) else None
     return _json(201, queries.create_upload(dependencies(), _caller(), str(content_type or "")))
+
+
+@app.get("/v1/models")
+def list_models() -> Response:
+    return _json(200, model_catalog(dependencies().settings), {"Cache-Control": f"private, max-age={CACHE_SECONDS}"})
 
 
 @app.get("/v1/usage")

@@ -102,6 +102,48 @@ class ModelSpec:
     def name_in(self, region_id: str) -> str | None:
         return self.regions.get(region_id)
 
+    def audio_options(self) -> tuple[bool, ...]:
+        """The soundtrack choices a job of this model can have: True (with audio) and/or False (silent)."""
+        return {Audio.ALWAYS: (True,), Audio.NEVER: (False,), Audio.OPTIONAL: (True, False)}[self.audio]
+
+    def public_view(self, region_id: str) -> dict[str, Any]:
+        """The model's rules as `GET /v1/models` shows them (docs/product.md section 2): what a form needs to offer
+        only valid choices and to show the price before submitting.
+
+        `price_usd_per_second[resolution]` has the `audio` and `silent` prices; null where the model cannot make
+        that kind of video or the price list has no entry. A job's `cost_estimate_usd` is exactly that price times
+        its duration, rounded to 4 decimals (`estimate_cost_usd`).
+        """
+        return {
+            "name": self.name,
+            "regional_name": self.name_in(region_id) or self.name,
+            "aliases": sorted({*self.regions.values(), *self.extra_names} - {self.name}),
+            "resolutions": list(self.resolutions),
+            "default_resolution": self.default_resolution,
+            "durations": list(self.durations),
+            "default_duration": self.default_duration,
+            "audio": self.audio.value,
+            "accepts_audio_url": self.accepts_audio_url,
+            "shot_type": self.shot_type,
+            "prompt_max_chars": self.prompt_max_chars,
+            "negative_prompt_max_chars": self.negative_prompt_max_chars,
+            "image": {
+                "max_bytes": self.image_max_bytes,
+                "min_side": self.image_min_side,
+                "max_side": self.image_max_side,
+                "mime_types": list(IMAGE_MIME_TYPES),
+            },
+            "price_usd_per_second": {
+                resolution: {
+                    kind: self.price_per_second.get((resolution, has_audio))
+                    if has_audio in self.audio_options()
+                    else None
+                    for kind, has_audio in (("audio", True), ("silent", False))
+                }
+                for resolution in self.resolutions
+            },
+        }
+
 
 def _prices(table: dict[str, float], *, silent: dict[str, float] | None = None) -> dict[tuple[str, bool], float]:
     prices = {(resolution, True): usd for resolution, usd in table.items()}
@@ -252,7 +294,12 @@ def find_model(name: str) -> ModelSpec | None:
 
 
 def models_in_region(region_id: str) -> list[str]:
-    return sorted(spec.name for spec in MODELS.values() if region_id in spec.regions)
+    return sorted(spec.name for spec in specs_in_region(region_id))
+
+
+def specs_in_region(region_id: str) -> list[ModelSpec]:
+    """The models offered in `region_id`, in the table's order (newest generation first)."""
+    return [spec for spec in MODELS.values() if region_id in spec.regions]
 
 
 def output_size(width: int, height: int, resolution: str) -> tuple[int, int]:

@@ -13,7 +13,7 @@ import binascii
 import io
 import json
 import re
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -41,6 +41,12 @@ URL_MAX_CHARS = 2048
 MAX_JSON_DEPTH = 32
 MODEL_NAME_MAX_CHARS = 64
 
+# The choices of these fields, also offered by `GET /v1/models` (wanflow.usecases.models).
+ShotType = Literal["single", "multi"]
+RequestPriority = Literal["normal", "high"]
+SHOT_TYPES: tuple[str, ...] = get_args(ShotType)
+PRIORITIES: tuple[str, ...] = get_args(RequestPriority)
+
 _DATA_URI = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+);base64,(?P<payload>.*)$", re.DOTALL)
 # Pillow's format names for the MIME types DashScope accepts.
 _PIL_FORMATS = {"image/jpeg": "JPEG", "image/png": "PNG", "image/bmp": "BMP", "image/webp": "WEBP"}
@@ -63,7 +69,7 @@ class JobParameters(_Strict):
     prompt_extend: bool | None = None
     watermark: bool | None = None
     seed: int | None = None
-    shot_type: Literal["single", "multi"] | None = None
+    shot_type: ShotType | None = None
     audio: bool | None = None
 
 
@@ -73,7 +79,7 @@ class JobRequest(_Strict):
     parameters: JobParameters = Field(default_factory=JobParameters)
     metadata: dict[str, str] = Field(default_factory=dict)
     # wanflow's own: a high-priority job goes ahead of the normal ones of its model in the admission queue.
-    priority: Literal["normal", "high"] = "normal"
+    priority: RequestPriority = "normal"
     # wanflow's own: where the job's events are delivered, signed (wanflow.webhooks).
     webhook: WebhookRequest | None = None
 
@@ -184,7 +190,7 @@ def parse_job_request(
     if spec is None:
         raise InvalidRequest(errors)
     request.model = spec.name_in(region) if region else (request.model or spec.name)
-    _fill_defaults(request, spec)
+    _fill_defaults(request.parameters, spec)
     _check_parameters(request, spec, errors)
     _check_prompts(request, spec, errors)
     _check_metadata(request.metadata, errors)
@@ -234,8 +240,14 @@ def _model_list(region: str | None) -> str:
     return ", ".join(names)
 
 
-def _fill_defaults(request: JobRequest, spec: ModelSpec) -> None:
-    parameters = request.parameters
+def default_parameters(spec: ModelSpec) -> dict[str, Any]:
+    """The parameters a job of `spec` gets for those it leaves out: what `parse_job_request` fills in."""
+    parameters = JobParameters()
+    _fill_defaults(parameters, spec)
+    return parameters.model_dump(exclude_none=True)
+
+
+def _fill_defaults(parameters: JobParameters, spec: ModelSpec) -> None:
     if parameters.resolution is None:
         parameters.resolution = spec.default_resolution
     if parameters.duration is None:

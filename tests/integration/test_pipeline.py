@@ -25,6 +25,7 @@ import pytest
 from wanflow.adapters.notifier import SnsNotifier
 from wanflow.adapters.workflow import StepFunctionsWorkflow, execution_arn
 from wanflow.callers import uploads_prefix
+from wanflow.capabilities import specs_in_region
 from wanflow.jobs import Stage
 from wanflow.usecases import sweep
 from wanflow.wiring import dependencies
@@ -179,6 +180,8 @@ def test_a_job_succeeds_with_the_video_in_s3_and_one_notification(stack, api, em
 
     job = wait_for_end(stack, api, job_id)
     assert job["status"] == "SUCCEEDED", job
+    # The data-URI image is shown from its copy in the intake bucket, never echoed.
+    assert httpx.get(job["first_frame_url"]).content == image_bytes(320, 256)
     tasks = emulator_tasks(emulator)
     assert len(tasks) == 1
     assert job["provider"]["task_id"] == tasks[0]["task_id"]
@@ -548,8 +551,27 @@ def test_uploads_give_a_presigned_post_whose_uri_works_as_img_url(stack, api):
     )
     assert posted.status_code in (200, 204), posted.text
     job_id = submit(api, job_body(input={"prompt": "uploaded", "img_url": upload["s3_uri"]})).json()["job_id"]
-    assert wait_for_end(stack, api, job_id)["status"] == "SUCCEEDED"
+    job = wait_for_end(stack, api, job_id)
+    assert job["status"] == "SUCCEEDED"
+    # The console shows the first frame from a short-lived URL of the upload: the very bytes that were uploaded.
+    first_frame = httpx.get(job["first_frame_url"])
+    assert first_frame.status_code == 200 and first_frame.content == image_bytes(320, 256)
+    assert first_frame.headers["content-type"] == "image/png"
+    [event] = [n["message"]["job"] for n in notifications_for(stack, job_id)]
+    assert "first_frame_url" not in event
     assert api.post("/v1/uploads", json={"content_type": "text/html"}).status_code == 400
+
+
+def test_the_model_catalog_is_served_with_the_regions_models(stack, api):
+    response = api.get("/v1/models")
+    assert response.status_code == 200, response.text
+    assert response.headers["cache-control"] == "private, max-age=300"
+    catalog = response.json()
+    region = dependencies().settings.dashscope_region  # the API handlers run in this process
+    assert [model["name"] for model in catalog["models"]] == [spec.name for spec in specs_in_region(region)]
+    flash = next(model for model in catalog["models"] if model["name"] == FAST_MODEL["model"])
+    # The form's price for the job every test here submits is the cost estimate that job gets (0.075 USD).
+    assert round(flash["price_usd_per_second"]["480P"]["silent"] * 5, 4) == pytest.approx(0.075)
 
 
 def test_list_is_newest_first_and_paginates(stack, api):

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from wanflow.capabilities import MODELS, Audio, estimate_cost_usd
+from wanflow.capabilities import MODELS, estimate_cost_usd
 
 _RESOLUTION_ORDER = {"480P": 0, "720P": 1, "1080P": 2}
 
@@ -18,9 +18,8 @@ def price_table_markdown() -> str:
     ]
     for spec in MODELS.values():
         # Only the sound options the model can produce: a silent-only model has no "with audio" price.
-        sounds = {Audio.ALWAYS: (True,), Audio.NEVER: (False,), Audio.OPTIONAL: (True, False)}[spec.audio]
         for resolution in sorted(spec.resolutions, key=_RESOLUTION_ORDER.__getitem__):
-            for has_audio in sounds:
+            for has_audio in spec.audio_options():
                 per_second = spec.price_per_second.get((resolution, has_audio))
                 five_seconds = estimate_cost_usd(spec, resolution, 5, has_audio) if 5 in spec.durations else None
                 lines.append(
