@@ -12,7 +12,9 @@ from urllib.parse import urlsplit
 import pytest
 from console_support import DESKTOP, NEVER_STARTS_MODEL, PHONE, Console, wait_for
 from PIL import Image
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from wanflow.capabilities import MODELS, estimate_cost_usd, output_size
@@ -54,6 +56,17 @@ def job_id_in_address(browser: Any) -> str | None:
     return found.group(1) if found else None
 
 
+def whole_page_screenshot(browser: Any, path: Path) -> None:
+    """A screenshot of the whole page: the window grows to the page's height for it, then shrinks back."""
+    width, height = browser.get_window_size()["width"], browser.get_window_size()["height"]
+    page_height = browser.execute_script("return document.documentElement.scrollHeight")
+    browser.set_window_size(width, max(height, page_height + 120))
+    try:
+        browser.save_screenshot(str(path))
+    finally:
+        browser.set_window_size(width, height)
+
+
 def sample_data_uri() -> str:
     return "data:image/jpeg;base64," + base64.b64encode(SAMPLE_IMAGE.read_bytes()).decode()
 
@@ -86,7 +99,7 @@ def test_a_job_from_the_form_reaches_succeeded_and_its_video_plays(
 
     browser.find_element(By.ID, "image").send_keys(str(SAMPLE_IMAGE))
     browser.find_element(By.ID, "prompt").send_keys("a sailboat drifts slowly across the lake at sunset")
-    browser.save_screenshot(str(screenshots / "new-job.png"))
+    whole_page_screenshot(browser, screenshots / "new-job.png")
     browser.find_element(By.ID, "submit").click()
 
     job_id = wait.until(job_id_in_address)
@@ -123,7 +136,11 @@ def test_a_job_from_the_form_reaches_succeeded_and_its_video_plays(
     )
     assert browser.execute_script("return document.getElementById('job-frame').naturalWidth") == 750
     browser.execute_script("window.scrollTo(0, 0)")
-    browser.save_screenshot(str(screenshots / "job.png"))
+    # The picture shows the video's first frame, not a loading spinner.
+    WebDriverWait(browser, 10).until(
+        lambda driver: driver.execute_script("return document.getElementById('job-video').readyState >= 2")
+    )
+    whole_page_screenshot(browser, screenshots / "job.png")
 
 
 def test_the_jobs_list_pages_filters_and_follows_status_live(console: Console, browser: Any, screenshots: Path) -> None:
@@ -143,17 +160,25 @@ def test_the_jobs_list_pages_filters_and_follows_status_live(console: Console, b
         )
         wait = WebDriverWait(browser, 20)
 
-        def row(job_id: str) -> Any:
-            rows = browser.find_elements(By.CSS_SELECTOR, f'tr[data-job-id="{job_id}"]')
-            return rows[0] if rows else None
+        def row(job_id: str) -> dict[str, str] | None:
+            # Read in one script: the list replaces a changed row on each refresh, so a row element found by one
+            # call may be gone by the next.
+            found: dict[str, str] | None = browser.execute_script(
+                "const row = document.querySelector(`tr[data-job-id='${arguments[0]}']`);"
+                "return row && {status: row.dataset.status, text: row.innerText,"
+                " queue: row.querySelector('[data-label=Queue]').innerText};",
+                job_id,
+            )
+            return found
 
         # Newest first, two a page, with the queued job's place in the queue; no reload.
         wait.until(lambda _: row(job_ids[2]) is not None and row(job_ids[1]) is not None)
-        assert row(job_ids[2]).get_attribute("data-status") == "QUEUED"
-        assert "#1" in row(job_ids[2]).find_element(By.CSS_SELECTOR, '[data-label="Queue"]').text
+        queued = row(job_ids[2])
+        assert queued is not None and queued["status"] == "QUEUED"
+        assert "#1" in queued["queue"]
         spec = MODELS[NEVER_STARTS_MODEL]
         price = estimate_cost_usd(spec, spec.default_resolution, spec.default_duration, False)
-        assert usd(price) in row(job_ids[2]).text
+        assert usd(price) in queued["text"]
         browser.save_screenshot(str(screenshots / "jobs.png"))
         browser.find_element(By.ID, "page-older").click()
         wait.until(lambda _: row(job_ids[0]) is not None and row(job_ids[2]) is None)
@@ -168,9 +193,9 @@ def test_the_jobs_list_pages_filters_and_follows_status_live(console: Console, b
 
         # Live: canceling a pending job frees its slot, the queued job takes it; the page follows both.
         assert api.post(f"/v1/jobs/{job_ids[1]}/cancel").status_code == 200
-        wait.until(lambda _: row(job_ids[1]).get_attribute("data-status") == "CANCELED")
-        wait.until(lambda _: row(job_ids[2]).get_attribute("data-status") == "PENDING")
-        assert row(job_ids[2]).find_element(By.CSS_SELECTOR, '[data-label="Queue"]').text == NO_VALUE
+        wait.until(lambda _: (row(job_ids[1]) or {}).get("status") == "CANCELED")
+        wait.until(lambda _: (row(job_ids[2]) or {}).get("status") == "PENDING")
+        assert (row(job_ids[2]) or {}).get("queue") == NO_VALUE
         for job_id in (job_ids[0], job_ids[2]):  # give the model's slots back for the other tests
             wait_for(lambda job_id=job_id: api.post(f"/v1/jobs/{job_id}/cancel").status_code == 200, 20, "cancel")
 
@@ -219,15 +244,25 @@ def test_bad_input_shows_the_api_errors_next_to_their_fields(
     wait.until(lambda driver: visible(driver, "image-error"))
     assert "Pick an image" in text_of(browser, "image-error")
 
-    # An image below the model's smallest side and a prompt over its length: the API's 400 names both fields.
+    # A prompt over the model's length: the API's 400 names input.prompt, shown under the prompt (the body is
+    # checked before any upload is read, so the image's own problem comes in the next answer).
     browser.find_element(By.ID, "image").send_keys(str(tiny_png(tmp_path / "tiny.png")))
     browser.execute_script("document.getElementById('prompt').value = arguments[0]", "x" * (spec.prompt_max_chars + 1))
     browser.find_element(By.ID, "submit").click()
-    wait.until(lambda driver: "Pick an image" not in text_of(driver, "image-error") and visible(driver, "prompt-error"))
-    assert visible(browser, "image-error")
-    assert "100" in text_of(browser, "image-error")  # the API's message says the image's size
+    wait.until(lambda driver: visible(driver, "prompt-error"))
     assert str(spec.prompt_max_chars) in text_of(browser, "prompt-error")
     assert browser.find_element(By.ID, "prompt").get_attribute("aria-invalid") == "true"
+    assert not visible(browser, "image-error")
+    assert browser.switch_to.active_element.get_attribute("id") == "prompt"  # focus goes to the first bad field
+
+    # A fixed prompt; the image is below the model's smallest side: the error moves to the image.
+    browser.find_element(By.ID, "prompt").clear()
+    browser.find_element(By.ID, "prompt").send_keys("a red square")
+    browser.find_element(By.ID, "submit").click()
+    wait.until(lambda driver: visible(driver, "image-error"))
+    assert "100" in text_of(browser, "image-error")  # the API's message gives the image's size
+    assert not visible(browser, "prompt-error")
+    assert browser.find_element(By.ID, "prompt").get_attribute("aria-invalid") is None
     assert browser.find_element(By.ID, "image").get_attribute("aria-invalid") == "true"
     assert "image-error" in browser.find_element(By.ID, "image").get_attribute("aria-describedby")
     browser.save_screenshot(str(screenshots / "field-errors.png"))
@@ -304,9 +339,13 @@ def test_the_console_is_usable_at_phone_width_and_by_keyboard(
 
         # Keyboard: the skip link is the first stop, and following a link moves focus to the new view's heading.
         browser.get(page(console.url, "/jobs"))
+        browser.refresh()  # a fresh load: the address above differs from the last one only after the '#'
         WebDriverWait(browser, 20).until(lambda driver: driver.find_elements(By.CSS_SELECTOR, "#jobs-body tr"))
-        browser.find_element(By.TAG_NAME, "body").send_keys("\t")
+        ActionChains(browser).send_keys(Keys.TAB).perform()
         assert browser.switch_to.active_element.get_attribute("class") == "skip-link"
+        ActionChains(browser).send_keys(Keys.ENTER).perform()
+        assert browser.switch_to.active_element.get_attribute("id") == "main"
+        assert urlsplit(browser.current_url).fragment == "/jobs"
         browser.find_element(By.CSS_SELECTOR, '[data-nav="new"]').send_keys("\n")
         WebDriverWait(browser, 10).until(
             lambda driver: driver.switch_to.active_element.get_attribute("id") == "new-title"

@@ -146,7 +146,9 @@
     stopPolling();
     showBanner("");
     const next = parseRoute();
-    const changedView = !state.route || state.route.view !== next.view || state.route.jobId !== next.jobId;
+    // Focus moves to a new view's heading when the user went there, not on the first load: a fresh page starts
+    // at the top, where the skip link is.
+    const changedView = state.route !== null && (state.route.view !== next.view || state.route.jobId !== next.jobId);
     state.route = next;
     for (const view of ["jobs", "job", "new"]) $(`view-${view}`).hidden = view !== next.view;
     for (const link of document.querySelectorAll("[data-nav]")) {
@@ -482,7 +484,7 @@
     const perSecond = pricePerSecond(model, resolution, audio);
     target.textContent =
       perSecond === null
-        ? "not in the price list"
+        ? `no list price for ${resolution}${audio ? " with sound" : ""} (the job's cost estimate stays empty)`
         : `${money(Math.round(perSecond * duration * 10000) / 10000)} (${duration} s at ${resolution}` +
           `${audio ? " with sound" : ", silent"}, ${money(perSecond)}/s list price)`;
   }
@@ -663,6 +665,11 @@
     });
     document.addEventListener("visibilitychange", () => {
       if (!document.hidden && state.timer === null && state.route) route();
+    });
+    // The skip link moves focus to the content; as a plain #main link it would also change the route.
+    document.querySelector(".skip-link").addEventListener("click", (event) => {
+      event.preventDefault();
+      $("main").focus();
     });
     window.addEventListener("hashchange", route);
     route();
