@@ -143,7 +143,9 @@ class ObjectStorage(Protocol):
 
     def sha256_of(self, bucket: str, key: str) -> str: ...
 
-    def presigned_get(self, bucket: str, key: str, ttl_seconds: int) -> str: ...
+    def presigned_get(self, bucket: str, key: str, ttl_seconds: int, *, download_name: str | None = None) -> str:
+        """A GET URL valid `ttl_seconds`; with `download_name`, a browser saves the object under that name."""
+        ...
 
     def presigned_post(
         self, bucket: str, key: str, content_type: str, max_bytes: int, ttl_seconds: int

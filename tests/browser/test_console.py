@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 from console_support import DESKTOP, NEVER_STARTS_MODEL, PHONE, Console, wait_for
 from PIL import Image
@@ -34,9 +35,9 @@ def page(console_url: str, fragment: str, **query: Any) -> str:
 
 
 def usd(amount: float | None) -> str:
-    """A price as the console shows it: three decimals below a dollar, two above."""
+    """A price as the console shows it: the list price's own digits, up to four decimals, at least two."""
     assert amount is not None
-    return f"${amount:.3f}" if amount < 1 else f"${amount:.2f}"
+    return "$" + re.sub(r"0{1,2}$", "", f"{amount:.4f}")
 
 
 def text_of(browser: Any, element_id: str) -> str:
@@ -129,6 +130,11 @@ def test_a_job_from_the_form_reaches_succeeded_and_its_video_plays(
     download = browser.find_element(By.ID, "job-download")
     assert download.is_displayed()
     assert urlsplit(download.get_attribute("href")).path.endswith(f"{job_id}.mp4")
+    # Across origins a link's `download` attribute is ignored: S3's own header makes the browser save the file.
+    saved = httpx.get(download.get_attribute("href"), timeout=30)
+    assert saved.status_code == 200 and saved.content[4:8] == b"ftyp"
+    assert saved.headers["content-disposition"] == f'attachment; filename="{job_id}.mp4"'
+
     assert "a sailboat drifts" in text_of(browser, "job-prompt")
     assert "SUCCEEDED" in text_of(browser, "job-events")
     WebDriverWait(browser, 10).until(
@@ -185,9 +191,23 @@ def test_the_jobs_list_pages_filters_and_follows_status_live(console: Console, b
         browser.find_element(By.ID, "page-newer").click()
         wait.until(lambda _: row(job_ids[2]) is not None)
 
+        # The list refreshes without taking the keyboard focus away from a job's link.
+        browser.execute_script(
+            "window.jobListReads = 0; const fetchBefore = window.fetch;"
+            "window.fetch = (...args) => { if (String(args[0]).startsWith('/v1/jobs?')) window.jobListReads += 1;"
+            " return fetchBefore(...args); };"
+        )
+        browser.find_element(By.CSS_SELECTOR, f'a[href="#/jobs/{job_ids[1]}"]').send_keys(Keys.NULL)
+        assert browser.switch_to.active_element.get_attribute("href").endswith(job_ids[1])
+        wait.until(lambda driver: driver.execute_script("return window.jobListReads") >= 3)
+        assert browser.switch_to.active_element.get_attribute("href").endswith(job_ids[1])
+
         # Filter by status.
         Select(browser.find_element(By.ID, "status-filter")).select_by_value("QUEUED")
         wait.until(lambda _: row(job_ids[2]) is not None and row(job_ids[1]) is None)
+        Select(browser.find_element(By.ID, "status-filter")).select_by_value("RUNNING")
+        wait.until(lambda driver: visible(driver, "jobs-empty"))
+        assert text_of(browser, "jobs-empty") == "No RUNNING jobs."
         Select(browser.find_element(By.ID, "status-filter")).select_by_value("")
         wait.until(lambda _: row(job_ids[1]) is not None)
 
@@ -219,6 +239,15 @@ def test_a_pending_job_is_canceled_from_its_page(console: Console, browser: Any,
         assert api.get(f"/v1/jobs/{job_id}").json()["status"] == "CANCELED"
 
 
+def test_a_job_that_does_not_exist_shows_only_the_message_and_the_way_back(console: Console, browser: Any) -> None:
+    browser.set_window_size(*DESKTOP)
+    browser.get(page(console.url, f"/jobs/{'0' * 32}"))
+    WebDriverWait(browser, 20).until(lambda driver: visible(driver, "banner"))
+    assert text_of(browser, "banner") == "No such job (or it is not yours)."
+    assert not visible(browser, "job-title") and not visible(browser, "job-cancel")
+    assert browser.find_element(By.LINK_TEXT, "\u2190 All jobs").is_displayed()
+
+
 def tiny_png(path: Path) -> Path:
     buffer = io.BytesIO()
     Image.new("RGB", (100, 100), (200, 40, 40)).save(buffer, format="PNG")
@@ -235,7 +264,11 @@ def test_bad_input_shows_the_api_errors_next_to_their_fields(
     wait = load_form(browser, console)
     spec = MODELS["wan2.2-i2v-flash"]
     Select(browser.find_element(By.ID, "model")).select_by_value(spec.name)
-    # The form follows the model: one duration, no sound, no shot type.
+    # The form follows the model: its own default resolution (not the last model's 1080P, which this one has no
+    # list price for), one duration, no sound, no shot type.
+    assert Select(browser.find_element(By.ID, "resolution")).first_selected_option.get_attribute("value") == (
+        spec.default_resolution
+    )
     assert option_values(browser, "duration") == ["5"]
     assert not visible(browser, "audio-field") and not visible(browser, "shot-field")
 

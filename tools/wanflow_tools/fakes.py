@@ -282,8 +282,9 @@ class InMemoryObjects:
     def sha256_of(self, bucket: str, key: str) -> str:
         return hashlib.sha256(self.objects[(bucket, key)].data).hexdigest()
 
-    def presigned_get(self, bucket: str, key: str, ttl_seconds: int) -> str:
-        return f"memory://{bucket}/{key}?ttl={ttl_seconds}"
+    def presigned_get(self, bucket: str, key: str, ttl_seconds: int, *, download_name: str | None = None) -> str:
+        attachment = f"&download={download_name}" if download_name is not None else ""
+        return f"memory://{bucket}/{key}?ttl={ttl_seconds}{attachment}"
 
     def presigned_post(
         self, bucket: str, key: str, content_type: str, max_bytes: int, ttl_seconds: int

@@ -29,10 +29,13 @@ class S3Objects:
     def __init__(self, s3: S3Client) -> None:
         self._s3 = s3
 
-    def presigned_get(self, bucket: str, key: str, ttl_seconds: int) -> str:
-        return self._s3.generate_presigned_url(
-            "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=ttl_seconds
-        )
+    def presigned_get(self, bucket: str, key: str, ttl_seconds: int, *, download_name: str | None = None) -> str:
+        params = {"Bucket": bucket, "Key": key}
+        if download_name is not None:
+            # A link's `download` attribute is ignored across origins; S3's answer header is not. A <video> element
+            # still plays an attachment.
+            params["ResponseContentDisposition"] = f'attachment; filename="{download_name}"'
+        return self._s3.generate_presigned_url("get_object", Params=params, ExpiresIn=ttl_seconds)
 
     def presigned_post(
         self, bucket: str, key: str, content_type: str, max_bytes: int, ttl_seconds: int

@@ -28,7 +28,9 @@ def job_views(deps: Dependencies, jobs: list[Job], *, with_url: bool = True) -> 
         url = None
         if with_url and job.output is not None:
             bucket, key = parse_s3_uri(job.output.s3_uri)
-            url = deps.objects.presigned_get(bucket, key, deps.settings.output_url_ttl_seconds)
+            url = deps.objects.presigned_get(
+                bucket, key, deps.settings.output_url_ttl_seconds, download_name=f"{job.job_id}.mp4"
+            )
         view = job.public_view(output_url=url, queue=queues.get(job.job_id), reveal_webhook_url=with_url)
         if with_url:
             view["first_frame_url"] = first_frame_url(deps, job)

@@ -10,6 +10,7 @@
   const PAGE_SIZE = Math.min(100, Math.max(1, Number(options.get("page_size")) || 20));
   const ENDED = new Set(["SUCCEEDED", "FAILED", "CANCELED"]);
   const IMAGE_TYPES = ["image/jpeg", "image/png", "image/bmp", "image/webp"];
+  const IMAGE_TYPE_MESSAGE = "The image must be a JPEG, PNG, BMP or WEBP file.";
   // API error fields (docs/openapi.yaml) -> the form control that holds them.
   const FIELD_CONTROLS = {
     "input.img_url": "image",
@@ -31,7 +32,7 @@
     timer: null,
     route: null,
     list: { status: "", cursors: [null], page: 0, statuses: new Map() },
-    job: { id: null, videoUrl: null, frameUrl: null, status: null },
+    job: { id: null, videoUrl: null, frameUrl: null, status: null, canceling: false, cancelRefused: false },
     models: null,
     form: { idempotencyKey: null, upload: null },
   };
@@ -47,6 +48,8 @@
     }
   }
 
+  const API_TIMEOUT_MS = 20000;
+
   async function api(method, path, body, headers = {}) {
     // The signing proxy of `wanflow console` forwards only requests that carry this header (docs/console.md).
     const init = { method, headers: { Accept: "application/json", "X-Wanflow-Console": "1", ...headers } };
@@ -54,7 +57,14 @@
       init.headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(body);
     }
-    const response = await fetch(path, init);
+    init.signal = AbortSignal.timeout(API_TIMEOUT_MS);
+    let response;
+    try {
+      response = await fetch(path, init);
+    } catch (error) {
+      const why = error && error.name === "TimeoutError" ? `no answer within ${API_TIMEOUT_MS / 1000} s` : "unreachable";
+      throw new Error(`the API at ${location.origin} is ${why}`);
+    }
     const text = await response.text();
     let data = null;
     try {
@@ -88,8 +98,9 @@
     return el("time", { datetime: iso, title: iso, text: moment.toLocaleString() });
   }
 
+  // Up to four decimals, as the price list has them ($0.0375/s, $0.1875), never fewer than two ($0.50).
   function money(usd) {
-    return typeof usd === "number" ? `$${usd.toFixed(usd < 1 ? 3 : 2)}` : "–";
+    return typeof usd === "number" ? `$${usd.toFixed(4).replace(/0{1,2}$/, "")}` : "–";
   }
 
   function seconds(total) {
@@ -212,14 +223,29 @@
       seen.set(job.job_id, job.status);
       return jobRow(job);
     });
-    // Rows whose content did not change are kept, so that focus and selection survive a refresh.
+    // Only rows that changed are replaced, and rows are moved only when the order changed: a row taken out of the
+    // page loses the keyboard focus, and the list refreshes every few seconds.
     const existing = new Map([...body.children].map((row) => [row.dataset.jobId, row]));
-    const kept = rows.map((row) => {
+    const wanted = rows.map((row) => {
       const old = existing.get(row.dataset.jobId);
       return old && old.isEqualNode(row) ? old : row;
     });
-    body.replaceChildren(...kept);
-    $("jobs-empty").hidden = jobs.length > 0 || state.list.page > 0;
+    wanted.forEach((row, index) => {
+      const current = body.children[index];
+      if (current === row) return;
+      const old = existing.get(row.dataset.jobId);
+      if (old && old !== row && old.parentNode === body) old.replaceWith(row);
+      if (body.children[index] !== row) body.insertBefore(row, body.children[index] || null);
+    });
+    const keep = new Set(wanted);
+    for (const row of [...body.children]) if (!keep.has(row)) row.remove();
+    const empty = $("jobs-empty");
+    empty.hidden = jobs.length > 0 || state.list.page > 0;
+    empty.replaceChildren(
+      ...(state.list.status
+        ? [`No ${state.list.status} jobs.`]
+        : ["No jobs yet. ", el("a", { href: "#/new", text: "Make your first video." })]),
+    );
   }
 
   function bindJobsControls() {
@@ -246,16 +272,19 @@
 
   async function showJob(jobId) {
     if (state.job.id !== jobId) {
-      state.job = { id: jobId, videoUrl: null, frameUrl: null, status: null };
+      state.job = { id: jobId, videoUrl: null, frameUrl: null, status: null, canceling: false, cancelRefused: false };
       resetJobView(jobId);
     }
     try {
       const job = await api("GET", `/v1/jobs/${jobId}`);
       if (state.route.view !== "job" || state.route.jobId !== jobId) return;
+      $("view-job").classList.remove("missing");
+      showBanner("");
       renderJob(job);
       if (ENDED.has(job.status)) return; // nothing more will change
     } catch (error) {
       if (error.status === 404) {
+        $("view-job").classList.add("missing");
         showBanner("No such job (or it is not yours).");
         return;
       }
@@ -265,6 +294,7 @@
   }
 
   function resetJobView(jobId) {
+    $("view-job").classList.remove("missing");
     $("job-title").textContent = `Job ${jobId}`;
     $("job-status").replaceChildren();
     const video = $("job-video");
@@ -293,9 +323,10 @@
     if (previous && previous !== job.status) announce(`The job is now ${job.status}`);
     $("job-status").replaceChildren(statusBadge(job.status));
 
+    // Hidden once the job has ended, or once the API said it cannot be canceled (DashScope is working on it).
     const cancel = $("job-cancel");
-    cancel.hidden = ENDED.has(job.status);
-    cancel.disabled = false;
+    cancel.hidden = ENDED.has(job.status) || state.job.cancelRefused;
+    cancel.disabled = state.job.canceling;
 
     const queue = $("job-queue");
     queue.hidden = !job.queue;
@@ -399,14 +430,24 @@
     const jobId = state.job.id;
     if (!jobId || !window.confirm("Cancel this job? It cannot be started again.")) return;
     const button = $("job-cancel");
+    state.job.canceling = true;
     button.disabled = true;
+    button.textContent = "Canceling…";
     try {
       const job = await api("POST", `/v1/jobs/${jobId}/cancel`);
+      state.job.canceling = false;
       renderJob(job);
       announce("The job is canceled");
     } catch (error) {
+      state.job.canceling = false;
       button.disabled = false;
+      if (error.status === 409) {
+        state.job.cancelRefused = true;
+        button.hidden = true;
+      }
       showBanner(`Could not cancel: ${error.message}`);
+    } finally {
+      button.textContent = "Cancel job";
     }
   }
 
@@ -414,12 +455,16 @@
 
   async function showNewJob() {
     if (!state.models) {
+      $("submit").disabled = true;
       try {
         state.models = await api("GET", "/v1/models");
       } catch (error) {
-        showBanner(`Could not load the models: ${error.message}`);
+        showBanner(`Could not load the models (trying again): ${error.message}`);
+        pollAgain(showNewJob);
         return;
       }
+      showBanner("");
+      $("submit").disabled = false;
       const select = $("model");
       const models = state.models.models || [];
       select.replaceChildren(...models.map((model) => el("option", { value: model.name, text: model.name })));
@@ -435,8 +480,10 @@
     return models.find((model) => model.name === $("model").value) || null;
   }
 
-  function fillSelect(select, values, chosen, label) {
-    const keep = values.map(String).includes(select.value) ? select.value : String(chosen);
+  // A new model's default, unless the user picked a value the new model also offers.
+  function fillSelect(select, values, fallback, label) {
+    const picked = select.dataset.picked === "true" && values.map(String).includes(select.value);
+    const keep = picked ? select.value : String(fallback);
     select.replaceChildren(...values.map((value) => el("option", { value: String(value), text: label(value) })));
     select.value = keep;
   }
@@ -454,8 +501,7 @@
     $("audio-hint").textContent =
       model.audio === "always" ? "This model always makes a soundtrack." : "Auto-dubbed sound; untick for a silent video.";
     $("shot-field").hidden = !model.shot_type;
-    $("prompt-hint").textContent = `At most ${model.prompt_max_chars} characters.`;
-    $("model-hint").textContent = model.notes || "";
+    updatePromptCount();
     updatePrice();
   }
 
@@ -499,6 +545,23 @@
     $("form-error").replaceChildren();
   }
 
+  function clearFieldError(control) {
+    if (!control || !control.id) return;
+    const target = $(`${control.id}-error`);
+    if (target) {
+      target.textContent = "";
+      target.hidden = true;
+    }
+    control.removeAttribute("aria-invalid");
+  }
+
+  function updatePromptCount() {
+    const model = currentModel();
+    const length = $("prompt").value.length;
+    const most = model ? model.prompt_max_chars : null;
+    $("prompt-hint").textContent = most === null ? "" : `${length} of at most ${most} characters.`;
+  }
+
   // Puts each error next to the control of the field it names; the rest go to the box at the top of the form.
   function showFieldErrors(errors, fallback) {
     const unplaced = [];
@@ -537,6 +600,10 @@
 
   function showPreview() {
     const file = pickedFile();
+    clearFieldError($("image"));
+    if (file && !IMAGE_TYPES.includes(file.type)) {
+      showFieldErrors([{ field: "input.img_url", message: IMAGE_TYPE_MESSAGE }]);
+    }
     const preview = $("image-preview");
     if (preview.src) URL.revokeObjectURL(preview.src);
     if (!file) {
@@ -545,7 +612,7 @@
       return;
     }
     preview.src = URL.createObjectURL(file);
-    preview.hidden = false;
+    preview.hidden = !IMAGE_TYPES.includes(file.type);
   }
 
   // The file goes straight to the intake bucket through the presigned POST the API hands out.
@@ -598,10 +665,16 @@
     const problems = [];
     if (!file) problems.push({ field: "input.img_url", message: "Pick an image for the first frame." });
     else if (!IMAGE_TYPES.includes(file.type)) {
-      problems.push({ field: "input.img_url", message: "The image must be a JPEG, PNG, BMP or WEBP file." });
+      problems.push({ field: "input.img_url", message: IMAGE_TYPE_MESSAGE });
     }
     const seed = $("seed").value.trim();
-    if (seed !== "" && !/^\d+$/.test(seed)) problems.push({ field: "parameters.seed", message: "The seed is a whole number." });
+    const seedRange = (state.models && state.models.seed) || { min: 0, max: 2147483647 };
+    if (seed !== "" && !(/^-?\d+$/.test(seed) && Number(seed) >= seedRange.min && Number(seed) <= seedRange.max)) {
+      problems.push({
+        field: "parameters.seed",
+        message: `The seed is a whole number from ${seedRange.min} to ${seedRange.max}.`,
+      });
+    }
     if (problems.length) {
       showFieldErrors(problems);
       return;
@@ -618,6 +691,7 @@
       progress.textContent = "";
       state.form = { idempotencyKey: crypto.randomUUID(), upload: null };
       $("new-job").reset();
+      for (const id of ["resolution", "duration"]) delete $(id).dataset.picked;
       showPreview();
       applyModel();
       announce("The job is submitted");
@@ -635,6 +709,18 @@
     $("new-job").addEventListener("submit", submitJob);
     $("model").addEventListener("change", applyModel);
     for (const id of ["resolution", "duration", "audio"]) $(id).addEventListener("change", updatePrice);
+    for (const id of ["resolution", "duration"]) {
+      $(id).addEventListener("change", () => {
+        $(id).dataset.picked = "true";
+      });
+    }
+    // A fixed field loses its error at once; the prompt shows how much room is left.
+    for (const type of ["input", "change"]) {
+      $("new-job").addEventListener(type, (event) => {
+        if (event.target !== $("image")) clearFieldError(event.target); // the image's own check is showPreview's
+      });
+    }
+    $("prompt").addEventListener("input", updatePromptCount);
     $("image").addEventListener("change", showPreview);
     const zone = $("drop-zone");
     zone.addEventListener("dragover", (event) => {
@@ -645,11 +731,19 @@
     zone.addEventListener("drop", (event) => {
       event.preventDefault();
       zone.classList.remove("dragging");
-      if (event.dataTransfer && event.dataTransfer.files.length) {
-        $("image").files = event.dataTransfer.files;
-        showPreview();
+      const files = event.dataTransfer ? [...event.dataTransfer.files] : [];
+      const image = files.find((file) => IMAGE_TYPES.includes(file.type));
+      clearFieldError($("image"));
+      if (!image) {
+        if (files.length) showFieldErrors([{ field: "input.img_url", message: IMAGE_TYPE_MESSAGE }]);
+        return;
       }
+      const picked = new DataTransfer();
+      picked.items.add(image);
+      $("image").files = picked.files;
+      showPreview();
     });
+    for (const type of ["dragover", "drop"]) document.addEventListener(type, (event) => event.preventDefault());
   }
 
   // ---- start ------------------------------------------------------------------------------------------------
