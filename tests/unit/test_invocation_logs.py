@@ -23,6 +23,7 @@ from functions.record_failure import app as record_failure
 from functions.status import app as status
 from functions.sweeper import app as sweeper
 from wanflow.observability import logger
+from wanflow.usecases.sweep import Gauges
 
 TIMEOUT = 10.0
 domain_log = logging.getLogger("wanflow.usecases.test")
@@ -77,6 +78,7 @@ def stubbed(monkeypatch: pytest.MonkeyPatch) -> threading.Barrier:
     monkeypatch.setattr(finalize, "finalize_job", ended("finalize"))
     monkeypatch.setattr(record_failure, "record_failure", ended("record_failure"))
     monkeypatch.setattr(sweeper, "sweep", lambda deps: domain_log.info("sweeping") or {})
+    monkeypatch.setattr(sweeper, "gauges", lambda deps: Gauges())
     return barrier
 
 
