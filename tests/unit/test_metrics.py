@@ -8,7 +8,6 @@ import dataclasses
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
@@ -27,19 +26,11 @@ from wanflow.usecases.poll import check_status
 from wanflow.usecases.submit import submit_api_job
 from wanflow.usecases.webhooks import Outcome
 from wanflow_tools.fakes import FakeWorld, caller, fake_settings, sample_job_body
+from wanflow_tools.testing import lambda_context as context
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 MODEL = str(sample_job_body()["model"])
 VIDEO = b"\x00\x00\x00\x18ftypmp42 a small video"
-
-
-def context(function_name: str) -> SimpleNamespace:
-    return SimpleNamespace(
-        function_name=function_name,
-        memory_limit_in_mb=512,
-        aws_request_id=f"request-of-{function_name}",
-        invoked_function_arn=f"arn:aws:lambda:us-east-1:123456789012:function:{function_name}",
-    )
 
 
 Metric = tuple[str, frozenset[tuple[str, ...]], dict[str, str], float, str]
