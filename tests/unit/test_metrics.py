@@ -15,9 +15,11 @@ from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingErro
 from functions.api import app as api
 from functions.finalize import app as finalize
 from functions.record_failure import app as record_failure
+from functions.status import app as status
 from functions.sweeper import app as sweeper
 from functions.webhook import app as webhook
 from wanflow import telemetry
+from wanflow.errors import RetryLaterError, ThrottledError
 from wanflow.events import PollState
 from wanflow.jobs import Job
 from wanflow.observability import EmfTelemetry, emit
@@ -63,7 +65,7 @@ def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeWorld]:
     monkeypatch.delenv("POWERTOOLS_DEV", raising=False)
     world = FakeWorld(settings=fake_settings(model_slots=f"{MODEL}=1"))
     deps = dataclasses.replace(world.deps, telemetry=EmfTelemetry())
-    for module in (api, finalize, record_failure, sweeper, webhook):
+    for module in (api, finalize, record_failure, status, sweeper, webhook):
         monkeypatch.setattr(module, "dependencies", lambda: deps)
     yield world
 
@@ -149,6 +151,25 @@ def test_the_sweeper_reports_stuck_jobs_the_queue_per_model_and_todays_spend(
     ((_, _, _, reserved, _),) = by_name(metrics, telemetry.SPEND_RESERVED_USD)
     ((_, _, _, spent, _),) = by_name(metrics, telemetry.SPEND_SPENT_USD)
     assert reserved > 0 and spent == 0
+
+
+def test_a_throttled_query_and_a_failed_one_count_apart_by_operation(
+    world: FakeWorld, printed: Callable[[], list[Metric]]
+) -> None:
+    job = running_job(world)
+    world.dashscope.get_errors = [
+        ThrottledError("slow down", code="Throttling.RateQuota"),
+        RetryLaterError("busy", code="ServiceUnavailable"),
+    ]
+    printed()
+    for _ in range(2):
+        status.lambda_handler({"job_id": job.job_id, "poll": {"next": "wait"}}, context("wanflow-status"))
+
+    metrics = printed()
+    ((_, sets, values, value, _),) = by_name(metrics, telemetry.DASHSCOPE_THROTTLED)
+    assert sets == {("operation", "service")} and values["operation"] == telemetry.QUERY and value == 1
+    ((_, _, values, value, _),) = by_name(metrics, telemetry.DASHSCOPE_ERRORS)
+    assert values["operation"] == telemetry.QUERY and value == 1
 
 
 @pytest.mark.parametrize(
