@@ -21,6 +21,7 @@ from wanflow.http import (
     parse_json_body,
 )
 from wanflow.observability import inject_lambda_context, logger, metrics, tracer
+from wanflow.telemetry import BATCHES_SUBMITTED
 from wanflow.usecases import batches, budget, queries
 from wanflow.usecases.cancel import cancel_job as cancel
 from wanflow.usecases.models import CACHE_SECONDS, model_catalog
@@ -44,15 +45,13 @@ def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Resp
 def create_job() -> Response:
     event = app.current_event
     body = parse_json_body(event.body, base64_encoded=bool(event.is_base64_encoded))
-    job, created = submit_api_job(
+    job, _ = submit_api_job(
         dependencies(),
         body,
         idempotency_key=idempotency_key_of(event.headers),
         caller=_caller(),
     )
     logger.set_correlation_id(job.job_id)
-    if created:
-        metrics.add_metric(name="JobsSubmitted", unit="Count", value=1)
     return _json(202, job_view(dependencies(), job), {"Location": f"/v1/jobs/{job.job_id}"})
 
 
@@ -110,8 +109,7 @@ def create_batch() -> Response:
     )
     logger.set_correlation_id(batch.batch_id)
     if created:
-        metrics.add_metric(name="BatchesSubmitted", unit="Count", value=1)
-        metrics.add_metric(name="JobsSubmitted", unit="Count", value=batch.total)
+        metrics.add_metric(name=BATCHES_SUBMITTED, unit="Count", value=1)
     # 202: queued now; 200: the same request again (Idempotency-Key), answered with the batch it made.
     return _json(
         202 if created else 200, batches.batch_view(deps, batch), {"Location": f"/v1/batches/{batch.batch_id}"}

@@ -19,5 +19,4 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     state = ExecutionInput.model_validate(event)
     logger.set_correlation_id(state.job_id)
     job = finalize_job(dependencies(), state.job_id, state.poll.video)
-    metrics.add_metric(name=f"Jobs{job.status.value.title()}", unit="Count", value=1)
     return {"job_id": job.job_id, "status": job.status.value}

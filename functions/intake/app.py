@@ -28,7 +28,6 @@ def record_handler(record: IntakeRecord) -> None:
         job = start_intake_job(deps, created, receive_count=receive_count)
         if job is not None:
             logger.info("intake job", extra={"job_id": job.job_id, "status": job.status, "key": created.key})
-            metrics.add_metric(name="IntakeJobs", unit="Count", value=1)
 
 
 @inject_lambda_context

@@ -19,5 +19,4 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     state = FailureInput.model_validate(event)
     logger.set_correlation_id(state.job_id)
     job = record_failure(dependencies(), state.job_id, state.poll.error, caught=state.error)
-    metrics.add_metric(name=f"Jobs{job.status.value.title()}", unit="Count", value=1)
     return {"job_id": job.job_id, "status": job.status.value}

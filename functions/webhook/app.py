@@ -12,15 +12,17 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from wanflow.observability import inject_lambda_context, metrics, tracer
+from wanflow import telemetry
+from wanflow.observability import emit, inject_lambda_context, metrics, tracer
 from wanflow.usecases.webhooks import Outcome, deliver
 from wanflow.wiring import dependencies
 
 processor = BatchProcessor(event_type=EventType.SQS)
-_METRICS = {
-    Outcome.DELIVERED: "WebhookDelivered",
-    Outcome.RETRY: "WebhookRetried",
-    Outcome.GIVEN_UP: "WebhookDeadLettered",
+# The `outcome` of metric WebhookDeliveries; given_up is what WebhookDeadLetteredAlarm watches.
+_OUTCOMES = {
+    Outcome.DELIVERED: telemetry.DELIVERED,
+    Outcome.RETRY: telemetry.RETRY,
+    Outcome.GIVEN_UP: telemetry.GIVEN_UP,
 }
 
 
@@ -35,8 +37,8 @@ def record_handler(record: SQSRecord) -> None:
         attempt=int(record.attributes.approximate_receive_count),
         receipt_handle=record.receipt_handle,
     )
-    if outcome in _METRICS:
-        metrics.add_metric(name=_METRICS[outcome], unit="Count", value=1)
+    if outcome in _OUTCOMES:
+        emit(telemetry.WEBHOOK_DELIVERIES, 1, outcome=_OUTCOMES[outcome])
     if outcome is Outcome.RETRY:
         raise DeliveryFailed(record.message_id)
 

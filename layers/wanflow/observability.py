@@ -27,7 +27,11 @@ from contextlib import asynccontextmanager, contextmanager
 from typing import Any, TypeVar
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
 from aws_lambda_powertools.tracing.base import BaseProvider, BaseSegment
+
+from wanflow import telemetry
+from wanflow.jobs import Job, model_of
 
 Result = TypeVar("Result")
 
@@ -48,7 +52,51 @@ class _InvocationLogger(Logger):
 
 
 logger = _InvocationLogger(service="wanflow", logger_handler=logging.StreamHandler(sys.stderr))
-metrics = Metrics(namespace="wanflow", service="wanflow")
+metrics = Metrics(namespace=telemetry.NAMESPACE, service=telemetry.SERVICE)
+
+
+def emit(name: str, value: float, unit: str = "Count", **dimensions: str) -> None:
+    """Print one EMF document for one metric with its own dimensions, now.
+
+    The shared `metrics` keeps one dimension set per flush (per invocation), so a handler that counts for several
+    models, or the domain counting in any handler, emits here instead: each document is its own metric set, which
+    is also safe when the local runtime runs handlers in threads. The dimension sets are the metric's in
+    `wanflow.telemetry.DIMENSION_SETS`: the widest takes every dimension given, the others the subsets they name.
+    Powertools' own switch applies (POWERTOOLS_METRICS_DISABLED: the local stack prints nothing). Never raises:
+    a metric is never worth failing a job for.
+    """
+    try:
+        given = {"service": telemetry.SERVICE, **dimensions}
+        sets = sorted(telemetry.dimension_sets_of(name), key=len, reverse=True)
+        if set(sets[0]) != set(given):
+            raise ValueError(f"{name} takes dimensions {sets[0]}, not {sorted(given)}")
+        document = AmazonCloudWatchEMFProvider(namespace=telemetry.NAMESPACE)
+        document.add_metric(name=name, unit=unit, value=value)
+        for key in sets[0]:
+            document.add_dimension(name=key, value=given[key])
+        for names in sets[1:]:
+            document.add_dimensions(**{key: given[key] for key in names})
+        document.flush_metrics()
+    except Exception:
+        logger.warning("could not emit metric %s", name, exc_info=True)
+
+
+class EmfTelemetry:
+    """The domain's `Telemetry` port as CloudWatch EMF metrics (names and dimensions: wanflow.telemetry)."""
+
+    def job_submitted(self, job: Job) -> None:
+        emit(telemetry.JOBS_SUBMITTED, 1, model=model_of(job))
+
+    def job_ended(self, job: Job) -> None:
+        model = model_of(job)
+        emit(telemetry.JOBS_FINISHED, 1, model=model, outcome=job.status.value)
+        seconds = telemetry.time_to_video_seconds(job)
+        if seconds is not None:
+            emit(telemetry.TIME_TO_VIDEO, seconds, "Seconds", model=model)
+
+    def dashscope_no_verdict(self, operation: str, *, throttled: bool) -> None:
+        name = telemetry.DASHSCOPE_THROTTLED if throttled else telemetry.DASHSCOPE_ERRORS
+        emit(name, 1, operation=operation)
 
 
 class _NoSegment(BaseSegment):

@@ -214,6 +214,38 @@ class Notifier(Protocol):
         ...
 
 
+class Telemetry(Protocol):
+    """What the domain counts for the dashboard and the alarms (metric names and dimensions: wanflow.telemetry).
+
+    Counting never fails a use case: an implementation swallows its own errors.
+    """
+
+    def job_submitted(self, job: Job) -> None:
+        """A new job was stored QUEUED (once per job)."""
+        ...
+
+    def job_ended(self, job: Job) -> None:
+        """A job ended SUCCEEDED, FAILED or CANCELED (once per job, by whoever ended it)."""
+        ...
+
+    def dashscope_no_verdict(self, operation: str, *, throttled: bool) -> None:
+        """A DashScope call (`operation` "create" or "query") was throttled or failed in a way worth retrying."""
+        ...
+
+
+class SilentTelemetry:
+    """Counts nothing: where no metrics are wanted (tools, and tests that do not look at them)."""
+
+    def job_submitted(self, job: Job) -> None:
+        pass
+
+    def job_ended(self, job: Job) -> None:
+        pass
+
+    def dashscope_no_verdict(self, operation: str, *, throttled: bool) -> None:
+        pass
+
+
 @dataclass(frozen=True)
 class Reservation:
     """One job's list-price estimate, held against the budget of `day` (UTC), the deployment's and its owner's."""

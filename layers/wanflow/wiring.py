@@ -23,6 +23,7 @@ from wanflow.adapters.webhook_http import HttpWebhookSender
 from wanflow.adapters.webhook_queue import SqsWebhookQueue
 from wanflow.adapters.workflow import StepFunctionsWorkflow
 from wanflow.errors import WanflowError
+from wanflow.observability import EmfTelemetry
 from wanflow.ports import DashScopeApi, WebhookPorts
 from wanflow.settings import Settings, get_settings
 from wanflow.usecases.context import Dependencies
@@ -52,6 +53,7 @@ def dependencies() -> Dependencies:
             sender=HttpWebhookSender(),
             secrets=functools.partial(webhook_secrets_from_secret, settings),
         ),
+        telemetry=EmfTelemetry(),
     )
 
 

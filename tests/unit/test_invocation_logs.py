@@ -23,18 +23,11 @@ from functions.record_failure import app as record_failure
 from functions.status import app as status
 from functions.sweeper import app as sweeper
 from wanflow.observability import logger
+from wanflow.usecases.sweep import Gauges
+from wanflow_tools.testing import lambda_context as context
 
 TIMEOUT = 10.0
 domain_log = logging.getLogger("wanflow.usecases.test")
-
-
-def context(function_name: str) -> SimpleNamespace:
-    return SimpleNamespace(
-        function_name=function_name,
-        memory_limit_in_mb=512,
-        aws_request_id=f"request-of-{function_name}",
-        invoked_function_arn=f"arn:aws:lambda:us-east-1:123456789012:function:{function_name}",
-    )
 
 
 @pytest.fixture
@@ -77,6 +70,7 @@ def stubbed(monkeypatch: pytest.MonkeyPatch) -> threading.Barrier:
     monkeypatch.setattr(finalize, "finalize_job", ended("finalize"))
     monkeypatch.setattr(record_failure, "record_failure", ended("record_failure"))
     monkeypatch.setattr(sweeper, "sweep", lambda deps: domain_log.info("sweeping") or {})
+    monkeypatch.setattr(sweeper, "gauges", lambda deps: Gauges())
     return barrier
 
 

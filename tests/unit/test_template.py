@@ -300,7 +300,7 @@ def test_topic_is_encrypted_and_tls_only(transformed: dict[str, Any]) -> None:
     assert topic["KmsMasterKeyId"] == "alias/aws/sns"
     (topic,) = resources_of_type(deployed(transformed, KmsKeyArn=KEY_ARN), "AWS::SNS::Topic").values()
     assert topic["KmsMasterKeyId"] == {"Ref": "KmsKeyArn"}
-    (policy,) = resources_of_type(transformed, "AWS::SNS::TopicPolicy").values()
+    policy = transformed["Resources"]["JobTopicPolicy"]["Properties"]
     assert policy["Topics"] == [{"Ref": "JobTopic"}]
     (deny,) = policy["PolicyDocument"]["Statement"]
     assert deny["Effect"] == "Deny"
@@ -565,7 +565,10 @@ def test_outputs(sam: dict[str, Any]) -> None:
         "JobsTableName",
         "DashScopeSecretArn",
         "WebhookSecretArn",
+        "DashboardUrl",
+        "AlarmTopicArn",
     }
+    assert sam["Outputs"]["AlarmTopicArn"]["Condition"] == "HasAlarmEmail"
 
 
 # ------------------------------------------------------------------------------------------- state machine

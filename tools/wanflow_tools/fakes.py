@@ -652,6 +652,25 @@ FAKE_WEBHOOK_SECRET = "whsec_" + "d2FuZmxvdy10ZXN0LXdlYmhvb2stc2VjcmV0"
 FAST_MODEL = "wan2.2-i2v-flash"
 
 
+@dataclass
+class RecordingTelemetry:
+    """The `Telemetry` port, remembering what was counted: job ids submitted, (job id, status) ended, and
+    (operation, throttled) for DashScope calls that got no verdict."""
+
+    submitted: list[str] = field(default_factory=list)
+    ended: list[tuple[str, str]] = field(default_factory=list)
+    no_verdicts: list[tuple[str, bool]] = field(default_factory=list)
+
+    def job_submitted(self, job: Job) -> None:
+        self.submitted.append(job.job_id)
+
+    def job_ended(self, job: Job) -> None:
+        self.ended.append((job.job_id, job.status.value))
+
+    def dashscope_no_verdict(self, operation: str, *, throttled: bool) -> None:
+        self.no_verdicts.append((operation, throttled))
+
+
 def sample_job_body(**overrides: Any) -> dict[str, Any]:
     """A valid `POST /v1/jobs` body for the fastest model, with a small inline image; `overrides` replace keys."""
     from wanflow_tools.testing import image_data_uri
@@ -701,6 +720,7 @@ class FakeWorld:
     webhook_queue: RecordingWebhookQueue = field(default_factory=RecordingWebhookQueue)
     webhook_sender: ScriptedWebhookSender = field(default_factory=ScriptedWebhookSender)
     webhook_secrets: list[str] = field(default_factory=lambda: [FAKE_WEBHOOK_SECRET])
+    telemetry: RecordingTelemetry = field(default_factory=RecordingTelemetry)
     now: float = 0.0
     sleeps: list[float] = field(default_factory=list)
     limiter: InMemoryRateLimiter = field(init=False)
@@ -749,4 +769,5 @@ class FakeWorld:
             webhooks=WebhookPorts(
                 queue=self.webhook_queue, sender=self.webhook_sender, secrets=lambda: list(self.webhook_secrets)
             ),
+            telemetry=self.telemetry,
         )

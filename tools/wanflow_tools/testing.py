@@ -7,6 +7,7 @@ import io
 import threading
 import time
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import TypeVar
 
 from PIL import Image, ImageDraw
@@ -59,3 +60,13 @@ def image_bytes(width: int = 300, height: int = 400, image_format: str = "PNG") 
 def image_data_uri(width: int = 300, height: int = 400, image_format: str = "PNG") -> str:
     mime = "image/png" if image_format == "PNG" else "image/jpeg"
     return f"data:{mime};base64,{base64.b64encode(image_bytes(width, height, image_format)).decode()}"
+
+
+def lambda_context(function_name: str) -> SimpleNamespace:
+    """What a handler reads of Lambda's context object (Powertools' `inject_lambda_context` logs these keys)."""
+    return SimpleNamespace(
+        function_name=function_name,
+        memory_limit_in_mb=512,
+        aws_request_id=f"request-of-{function_name}",
+        invoked_function_arn=f"arn:aws:lambda:us-east-1:123456789012:function:{function_name}",
+    )

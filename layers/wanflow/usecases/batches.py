@@ -287,7 +287,10 @@ def _store_jobs(deps: Dependencies, batch: Batch, jobs: dict[int, Job]) -> None:
         # queue ranks by millisecond), they are admitted in item order.
         job.queued_at = batch.created_at + timedelta(milliseconds=index)
     created = _concurrently(deps.jobs.create, list(jobs.values()))
-    admission.admit_many(deps, [job for job, stored in zip(jobs.values(), created, strict=True) if stored])
+    stored_now = [job for job, stored in zip(jobs.values(), created, strict=True) if stored]
+    for job in stored_now:
+        deps.telemetry.job_submitted(job)
+    admission.admit_many(deps, stored_now)
     deps.batches.mark_jobs_stored(batch.batch_id)
     batch.jobs_stored = True
 

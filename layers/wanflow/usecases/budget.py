@@ -36,7 +36,8 @@ THRESHOLDS = ("0.8", "1.0")
 FULL = "1.0"
 # The sweeper lets at most this many held jobs of a model back into the queue per pass (a bound on its work).
 MAX_RELEASES_PER_PASS = 100
-_LAST_RANK = "\U0010ffff"
+# Above every queue rank: "all of a queue" for JobRepository.queued_ranks_before.
+LAST_RANK = "\U0010ffff"
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
@@ -178,7 +179,7 @@ def usage(deps: Dependencies, caller: Caller, day_text: str | None) -> dict[str,
         view.update(_counters(counters))
         if day == today():
             view["held_jobs"] = sum(
-                len(deps.jobs.queued_ranks_before(f"{model}#{HELD_FOR_BUDGET}", _LAST_RANK)) for model in MODELS
+                len(deps.jobs.queued_ranks_before(f"{model}#{HELD_FOR_BUDGET}", LAST_RANK)) for model in MODELS
             )
         return view
     counters = deps.budget.usage(day, caller.principal)

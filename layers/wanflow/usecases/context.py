@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from wanflow.callers import Caller
 from wanflow.errors import NotFound
@@ -18,6 +18,8 @@ from wanflow.ports import (
     ObjectStorage,
     RateLimiter,
     RunningSlots,
+    SilentTelemetry,
+    Telemetry,
     WebhookPorts,
     WorkflowEngine,
 )
@@ -48,6 +50,8 @@ class Dependencies:
     sleep: Callable[[float], None] = time.sleep
     # Webhook deliveries (wanflow.usecases.webhooks); None where a process has no webhook queue configured.
     webhooks: WebhookPorts | None = None
+    # Metrics for the dashboard and the alarms (wanflow.telemetry); silent unless wiring gives the real one.
+    telemetry: Telemetry = field(default_factory=SilentTelemetry)
 
     @property
     def dashscope(self) -> DashScopeApi:

@@ -56,6 +56,7 @@ def end(deps: Dependencies, job_id: str, change: Callable[[Job], None]) -> Job:
     except TransitionRefused:
         job = require_job(deps, job_id)  # it ended some other way meanwhile
     else:
+        deps.telemetry.job_ended(job)  # this write ended it: counted once per job
         # Its reservation is kept (succeeded) or given back; what that gives back may let held jobs go.
         budget_freed = budget.settle(deps, job)
         admission.job_ended(deps, job)  # a slot it still held goes to the next queued job

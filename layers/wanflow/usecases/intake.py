@@ -118,6 +118,7 @@ def submit_uploaded_object(deps: Dependencies, created: CreatedObject) -> Job | 
     job = submit.new_job(deps, job_id, request, body, Source.S3, owner=created.uploader, origin=origin)
     if not deps.jobs.create(job):
         return deps.jobs.get(job_id)
+    deps.telemetry.job_submitted(job)
     admission.admit(deps, job)
     return job
 

@@ -8,10 +8,11 @@ import random
 from datetime import timedelta
 
 from wanflow import sealing
-from wanflow.errors import JobErrorCode, RetryLaterError, failure_reason_for_task
+from wanflow.errors import JobErrorCode, RetryLaterError, ThrottledError, failure_reason_for_task
 from wanflow.events import PollState, StepError
 from wanflow.jobs import Job, JobStatus, Stage, utc_now
 from wanflow.tasks import TaskInfo, TaskStatus
+from wanflow.telemetry import QUERY
 from wanflow.usecases import admission, pacing, retries, webhooks
 from wanflow.usecases.context import Dependencies, require_job
 
@@ -78,6 +79,7 @@ def check_status(deps: Dependencies, job_id: str, previous: PollState) -> PollSt
     try:
         task = deps.dashscope.get_task(job.provider.task_id, attempts=1)
     except RetryLaterError as exc:
+        deps.telemetry.dashscope_no_verdict(QUERY, throttled=isinstance(exc, ThrottledError))
         if job.deadline_at is not None and utc_now() > job.deadline_at:
             return _past_deadline(polls)
         throttled = previous.throttled + 1

@@ -26,6 +26,7 @@ from wanflow.errors import (
     OutcomeUnknownError,
     RejectedError,
     RetryLaterError,
+    ThrottledError,
 )
 from wanflow.events import PollState
 from wanflow.jobs import (
@@ -45,6 +46,7 @@ from wanflow.jobs import (
 )
 from wanflow.request import JobRequest, check_image_bytes, parse_job_request
 from wanflow.tasks import TaskInfo
+from wanflow.telemetry import CREATE
 from wanflow.usecases import admission, ending, pacing
 from wanflow.usecases.context import Dependencies, require_job
 from wanflow.webhooks import JobWebhook
@@ -78,6 +80,7 @@ def submit_api_job(deps: Dependencies, body: Any, *, idempotency_key: str | None
             raise Conflict("a request with this Idempotency-Key is being processed; retry shortly")
         _check_same_request(existing, body)
         return existing, False
+    deps.telemetry.job_submitted(job)
     admission.admit(deps, job)
     if deps.settings.daily_budget_usd or deps.settings.caller_budgets_usd:
         # The reply shows the job as queued; if the spend cap holds it, the reply says so (`queue.reason`).
@@ -190,6 +193,7 @@ def create_task_step(deps: Dependencies, job_id: str, previous: PollState) -> Po
     try:
         task = dashscope.create_task(body)
     except RetryLaterError as exc:
+        deps.telemetry.dashscope_no_verdict(CREATE, throttled=isinstance(exc, ThrottledError))
         # Nothing was created: give the slot's turn back and try again after a pause that grows while it lasts.
         deps.jobs.update(job_id, lambda current: current.advance(JobStatus.PENDING, Stage.ACCEPTED))
         throttled = previous.throttled + 1
@@ -202,6 +206,7 @@ def create_task_step(deps: Dependencies, job_id: str, previous: PollState) -> Po
         ending.end_failed(deps, job_id, exc.code, exc.message, exc.request_id)
         return PollState(next="fail", polls=polls)
     except OutcomeUnknownError:
+        deps.telemetry.dashscope_no_verdict(CREATE, throttled=False)
         logger.warning("create outcome unknown; the sweeper will reconcile", extra={"job_id": job_id})
         deps.jobs.update(job_id, lambda current: current.advance(JobStatus.PENDING, Stage.CREATE_UNKNOWN))
         return PollState(next="wait", wait_seconds=deps.settings.poll_interval_seconds, polls=polls)

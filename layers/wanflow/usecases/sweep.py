@@ -24,11 +24,14 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from decimal import Decimal
 
+from wanflow.capabilities import MODELS
 from wanflow.errors import JobErrorCode
 from wanflow.events import PollState
-from wanflow.jobs import Job, Notification, Stage, model_of, rfc3339, utc_now
+from wanflow.jobs import HELD_FOR_BUDGET, Job, Notification, Stage, model_of, rfc3339, utc_now
 from wanflow.tasks import TaskSummary
 from wanflow.usecases import admission, batch_completion, batches, budget, ending, finalize, pacing, poll, submit
 from wanflow.usecases.context import Dependencies
@@ -82,6 +85,40 @@ def sweep(deps: Dependencies) -> dict[str, int]:
     counts.update(batches.resume_cancels(deps, finished))
     counts.update(batch_completion.repair(deps, finished, now))
     return dict(counts)
+
+
+@dataclass
+class Gauges:
+    """What the sweeper measures for the dashboard on every run (metrics QueueDepth, SpendReservedUsd,
+    SpendSpentUsd): queued jobs per model in use (waiting for a slot or held by the spend cap), and the deployment's
+    spend today (UTC, list prices; `reserved_usd` is what DailyBudgetUsd counts). None: could not be read this time."""
+
+    queue_depths: dict[str, int] = field(default_factory=dict)
+    reserved_usd: Decimal | None = None
+    spent_usd: Decimal | None = None
+
+
+def gauges(deps: Dependencies) -> Gauges:
+    """Measure the queue and today's spend. A model with no queued job and no running one is left out (its graph
+    shows a gap, not a custom metric per idle model). Never raises: a failed reading is logged and left out."""
+    measured = Gauges()
+    for model in MODELS:
+        try:
+            depth = sum(
+                len(deps.jobs.queued_ranks_before(queue_key, budget.LAST_RANK))
+                for queue_key in (model, f"{model}#{HELD_FOR_BUDGET}")
+            )
+            if depth or deps.slots.holders(model):
+                measured.queue_depths[model] = depth
+        except Exception:
+            logger.warning("could not measure the queue", extra={"model": model}, exc_info=True)
+    try:
+        today = deps.budget.usage(budget.today())
+    except Exception:
+        logger.warning("could not read today's spend", exc_info=True)
+    else:
+        measured.reserved_usd, measured.spent_usd = today.reserved_usd, today.spent_usd
+    return measured
 
 
 def _settle_budget(deps: Dependencies, job: Job, now: datetime) -> str:

@@ -75,6 +75,8 @@ NOT_EMULATED = {
     "AWS::Serverless::HttpApi": "served by wanflow_tools.moto_stack.apigw",
     "AWS::Logs::LogGroup": "no CloudWatch Logs offline; the local HTTP API logs requests itself",
     "AWS::CloudWatch::Alarm": "no CloudWatch offline (local mode publishes no metrics)",
+    "AWS::CloudWatch::Dashboard": "no CloudWatch offline (local mode publishes no metrics)",
+    "AWS::KMS::Key": "only the alarm topic's (with AlarmEmail, which local mode does not set); moto encrypts nothing",
 }
 # Logical-id suffixes dropped from readable local names: IntakeBucket -> wanflow-local-intake.
 _NAME_SUFFIXES = ("Bucket", "Table", "Function")
