@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 import re
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import botocore.auth
 import botocore.credentials
@@ -142,3 +146,34 @@ def test_an_unreachable_api_is_a_502_that_names_it() -> None:
     assert response.status_code == 502
     assert response.json()["code"] == "ApiUnreachable"
     assert API_URL in response.json()["message"]
+
+
+def test_the_wanflow_console_command_serves_until_ctrl_c() -> None:
+    wanflow = Path(sys.executable).with_name("wanflow")
+    process = subprocess.Popen(
+        [str(wanflow), "console", "--api", "http://127.0.0.1:9", "--auth", "none", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        banner = process.stdout.readline()
+        found = re.match(r"wanflow console: (http://127\.0\.0\.1:\d+)/  \(API http://127\.0\.0\.1:9, unsigned;", banner)
+        assert found, banner
+        page = httpx.get(found.group(1) + "/", timeout=10)
+        assert page.status_code == 200 and "wanflow console" in page.text
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=10) == 0
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_the_wanflow_console_command_refuses_an_api_that_is_not_http() -> None:
+    wanflow = Path(sys.executable).with_name("wanflow")
+    finished = subprocess.run(
+        [str(wanflow), "console", "--api", "ftp://example.com"], capture_output=True, text=True, timeout=30
+    )
+    assert finished.returncode == 2
+    assert "not an http(s) URL: 'ftp://example.com'" in finished.stderr

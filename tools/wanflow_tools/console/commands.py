@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-import threading
 from typing import Any
+
+from wanflow_tools.foreground import serve_until_interrupted
 
 DESCRIPTION = """Serve the web console for a deployed wanflow stack on http://127.0.0.1:PORT/ and forward the
 page's API calls to --api, signed with SigV4 with your AWS credentials (the same chain as the AWS CLI: AWS_PROFILE,
@@ -30,16 +31,9 @@ def _serve(args: argparse.Namespace) -> int:
     except OSError as error:
         sys.stderr.write(f"error: cannot listen on 127.0.0.1:{args.port}: {error.strerror or error}\n")
         return 2
-    stop = threading.Event()
     with proxy:
         signing = "signed with SigV4" if auth is not None else "unsigned"
-        sys.stdout.write(f"wanflow console: {proxy.url}/  (API {api_url}, {signing}; Ctrl-C stops)\n")
-        sys.stdout.flush()
-        try:
-            while not stop.wait(0.5):
-                pass
-        except KeyboardInterrupt:
-            pass
+        serve_until_interrupted(f"wanflow console: {proxy.url}/  (API {api_url}, {signing}; Ctrl-C stops)")
     return 0
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-import threading
 from typing import Any
+
+from wanflow_tools.foreground import serve_until_interrupted
 
 LISTEN_DESCRIPTION = """Receive wanflow webhook deliveries on 127.0.0.1:PORT, verify each with the standardwebhooks
 library and the signing secret, and print one line per verified delivery (webhook-id, event type, job id,
@@ -33,15 +34,8 @@ def _listen(args: argparse.Namespace) -> int:
     except Exception as exc:  # a secret that is not whsec_<base64>, a port in use
         sys.stderr.write(f"error: {exc}\n")
         return 2
-    stop = threading.Event()
     with receiver:
-        sys.stdout.write(f"listening on {receiver.url}/ (Ctrl-C stops)\n")
-        sys.stdout.flush()
-        try:
-            while not stop.wait(0.5):
-                pass
-        except KeyboardInterrupt:
-            pass
+        serve_until_interrupted(f"listening on {receiver.url}/ (Ctrl-C stops)")
     return 0
 
 
