@@ -7,8 +7,8 @@ which never fails the job: a slow or dead receiver only ever holds its own messa
 
 An attempt that is not answered 2xx is tried again after the next wait of `Settings.webhook_retry_seconds` (the
 message is made visible again then, and reported as a batch item failure); after the last one the delivery is given
-up: the job's webhook state becomes "failed", and the handler logs and counts it (metric WebhookDeadLettered, with
-an alarm in template.yaml). The message is then consumed.
+up: the job's webhook state becomes "failed", and the handler logs and counts it (metric WebhookDeliveries with
+outcome given_up, which WebhookDeadLetteredAlarm in template.yaml watches). The message is then consumed.
 """
 
 from __future__ import annotations
