@@ -37,7 +37,7 @@ FULL = "1.0"
 # The sweeper lets at most this many held jobs of a model back into the queue per pass (a bound on its work).
 MAX_RELEASES_PER_PASS = 100
 # Above every queue rank: "all of a queue" for JobRepository.queued_ranks_before.
-LAST_RANK = "\U0010ffff"
+_LAST_RANK = "\U0010ffff"
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
@@ -168,6 +168,11 @@ def needs_settling(job: Job) -> bool:
     return job.status.is_final and job.budget is not None and job.budget.state is BudgetState.RESERVED
 
 
+def queue_length(deps: Dependencies, queue_key: str) -> int:
+    """How many jobs wait in one queue: a model's (`model`) or its jobs held by the cap (`model#budget`)."""
+    return len(deps.jobs.queued_ranks_before(queue_key, _LAST_RANK))
+
+
 def usage(deps: Dependencies, caller: Caller, day_text: str | None) -> dict[str, Any]:
     """`GET /v1/usage`: an admin sees the deployment's day, anyone else their own (and their own cap)."""
     day = _parse_day(day_text)
@@ -178,9 +183,7 @@ def usage(deps: Dependencies, caller: Caller, day_text: str | None) -> dict[str,
         view: dict[str, Any] = {"date": day, "scope": "deployment", "cap_usd": cap}
         view.update(_counters(counters))
         if day == today():
-            view["held_jobs"] = sum(
-                len(deps.jobs.queued_ranks_before(f"{model}#{HELD_FOR_BUDGET}", LAST_RANK)) for model in MODELS
-            )
+            view["held_jobs"] = sum(queue_length(deps, f"{model}#{HELD_FOR_BUDGET}") for model in MODELS)
         return view
     counters = deps.budget.usage(day, caller.principal)
     view = {

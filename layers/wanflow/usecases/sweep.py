@@ -104,10 +104,7 @@ def gauges(deps: Dependencies) -> Gauges:
     measured = Gauges()
     for model in MODELS:
         try:
-            depth = sum(
-                len(deps.jobs.queued_ranks_before(queue_key, budget.LAST_RANK))
-                for queue_key in (model, f"{model}#{HELD_FOR_BUDGET}")
-            )
+            depth = budget.queue_length(deps, model) + budget.queue_length(deps, f"{model}#{HELD_FOR_BUDGET}")
             if depth or deps.slots.holders(model):
                 measured.queue_depths[model] = depth
         except Exception:
